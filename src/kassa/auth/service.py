@@ -1,0 +1,86 @@
+"""Users: create, authenticate, look up; the first admin from the environment."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kassa.auth.models import ROLES, User
+from kassa.auth.passwords import hash_password, needs_rehash, verify_password
+from kassa.errors import Conflict, KassaError, Unauthenticated
+from kassa.ids import new_id
+
+MIN_PASSWORD_LENGTH = 10
+
+
+class EmailTaken(Conflict):
+    title = "Email already registered"
+
+
+class WeakPassword(KassaError):
+    status, code, title = 422, "validation_error", "Password too weak"
+
+
+class InvalidCredentials(Unauthenticated):
+    title = "Invalid email or password"
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+async def create_user(session: AsyncSession, *, email: str, password: str, role: str) -> User:
+    if role not in ROLES:
+        raise KassaError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise WeakPassword(f"passwords need at least {MIN_PASSWORD_LENGTH} characters")
+    user = User(
+        id=new_id("usr"),
+        email=normalize_email(email),
+        password_hash=hash_password(password),
+        role=role,
+        is_active=True,
+    )
+    session.add(user)
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError:
+        raise EmailTaken(f"a user with email {user.email} already exists") from None
+    return user
+
+
+async def get_user(session: AsyncSession, user_id: str) -> User | None:
+    return await session.get(User, user_id)
+
+
+async def find_user_by_email(session: AsyncSession, email: str) -> User | None:
+    result = await session.execute(select(User).where(User.email == normalize_email(email)))
+    return result.scalar_one_or_none()
+
+
+async def authenticate(session: AsyncSession, *, email: str, password: str) -> User:
+    user = await find_user_by_email(session, email)
+    if not verify_password(user.password_hash if user else None, password):
+        raise InvalidCredentials("invalid email or password")
+    assert user is not None
+    if not user.is_active:
+        raise InvalidCredentials("invalid email or password")
+    if needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    return user
+
+
+async def ensure_admin(session: AsyncSession, *, email: str, password: str) -> User | None:
+    """Create the first admin from the environment; does nothing once any admin exists."""
+    admins = await session.scalar(
+        select(func.count()).select_from(User).where(User.role == "admin")
+    )
+    if admins:
+        return None
+    existing = await find_user_by_email(session, email)
+    if existing is not None:
+        existing.role = "admin"
+        return existing
+    return await create_user(session, email=email, password=password, role="admin")

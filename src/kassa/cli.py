@@ -1,0 +1,184 @@
+"""The `kassa` command: serve, migrate, seed, users, sweep, worker."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from kassa import migrate
+from kassa.config import ConfigError, Settings, get_settings
+from kassa.db import Database
+
+app = typer.Typer(help="Kassa: a checkout service that never oversells.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+users_app = typer.Typer(help="Users and roles.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(users_app, name="users")
+
+console = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        settings = get_settings()
+        settings.check_safe_to_start()
+    except (ConfigError, ValueError) as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    return settings
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes")] = 1,
+) -> None:
+    """Serve the HTTP API (and run the sweeper in the background)."""
+    import uvicorn
+
+    settings = _settings()
+    console.print(
+        f"Kassa on http://{host}:{port}  (docs: http://{host}:{port}/docs, "
+        f"database: {settings.database_url.split('://')[0]})"
+    )
+    uvicorn.run(
+        "kassa.app:create_app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Apply migrations up to REVISION (default: the newest)."""
+    settings = _settings()
+    migrate.upgrade(settings.database_url, revision)
+    console.print("database is up to date")
+
+
+@app.command()
+def seed(
+    demo: Annotated[bool, typer.Option("--demo", help="Load the demo catalog")] = False,
+    if_empty: Annotated[
+        bool, typer.Option("--if-empty", help="Only into an empty catalog")
+    ] = False,
+) -> None:
+    """Load the demo catalog."""
+    from kassa.seed import catalog_is_empty, seed_demo
+
+    if not demo:
+        console.print("nothing to seed: pass --demo")
+        raise typer.Exit(1)
+    settings = _settings()
+
+    async def run() -> int:
+        db = Database(settings.database_url, pool_size=1)
+        try:
+            async with db.read() as session:
+                if if_empty and not await catalog_is_empty(session):
+                    return -1
+            return await db.run(lambda s: seed_demo(s, currency=settings.currency))
+        finally:
+            await db.dispose()
+
+    added = asyncio.run(run())
+    console.print("catalog not empty; nothing seeded" if added < 0 else f"seeded {added} products")
+
+
+@users_app.command("create")
+def users_create(
+    email: Annotated[str, typer.Option(help="Email address (the login)")],
+    password: Annotated[
+        str,
+        typer.Option(
+            prompt=True, hide_input=True, confirmation_prompt=True, help="At least 10 characters"
+        ),
+    ],
+    role: Annotated[str, typer.Option(help="customer, vendor or admin")] = "customer",
+) -> None:
+    """Create a user."""
+    from kassa.auth import service as auth_service
+    from kassa.errors import KassaError
+
+    settings = _settings()
+
+    async def run() -> str:
+        db = Database(settings.database_url, pool_size=1)
+        try:
+            user = await db.run(
+                lambda s: auth_service.create_user(s, email=email, password=password, role=role)
+            )
+            return user.id
+        finally:
+            await db.dispose()
+
+    try:
+        user_id = asyncio.run(run())
+    except KassaError as error:
+        console.print(f"[red]error:[/red] {error.detail}")
+        raise typer.Exit(1) from None
+    print(user_id)
+
+
+@app.command()
+def sweep() -> None:
+    """Expire due holds now (one sweep) and print what was done."""
+    from kassa.inventory.sweeper import run_sweep
+
+    settings = _settings()
+
+    async def run() -> None:
+        db = Database(settings.database_url, pool_size=2)
+        try:
+            result = await run_sweep(db, settings)
+        finally:
+            await db.dispose()
+        print(
+            f"expired_holds={result.expired_holds} released_units={result.released_units} "
+            f"duration_ms={result.duration_ms}"
+        )
+
+    asyncio.run(run())
+
+
+@app.command()
+def worker() -> None:
+    """Run the background loops (the hold sweeper) without the HTTP server."""
+    from kassa.inventory.sweeper import sweeper_loop
+    from kassa.ops.logs import configure_logging
+
+    settings = _settings()
+    configure_logging(settings.log_format, settings.log_level)
+    interval = settings.sweep_interval_seconds or 30.0
+    settings = settings.model_copy(update={"sweep_interval_seconds": interval})
+
+    async def run() -> None:
+        db = Database(settings.database_url, pool_size=2)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        console.print(f"worker: sweeping every {interval:g} s (Ctrl-C stops)")
+        try:
+            await sweeper_loop(db, settings, stop)
+        finally:
+            await db.dispose()
+
+    asyncio.run(run())
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,69 @@
+"""Settings, read once from `KASSA_*` environment variables and a `.env` file."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SECRET_KEY = "kassa-development-secret-change-me"
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./kassa.db"
+
+
+class ConfigError(ValueError):
+    """A setting that makes it unsafe or impossible to start."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="KASSA_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    env: Literal["development", "production"] = "development"
+    database_url: str = DEFAULT_DATABASE_URL
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    redis_url: str | None = None
+    secret_key: SecretStr = SecretStr(DEFAULT_SECRET_KEY)
+    access_token_ttl_seconds: int = Field(default=900, ge=60, le=86_400)
+
+    hold_ttl_seconds: int = Field(default=900, ge=1)
+    hold_max_ttl_seconds: int = Field(default=3600, ge=1)
+    sweep_interval_seconds: float = Field(default=30.0, ge=0)
+    sweep_batch_size: int = Field(default=500, ge=1, le=10_000)
+
+    currency: str = Field(default="usd", pattern=r"^[a-z]{3}$")
+    admin_email: str | None = None
+    admin_password: SecretStr | None = None
+    log_format: Literal["json", "console"] = "console"
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.hold_ttl_seconds > self.hold_max_ttl_seconds:
+            raise ValueError("KASSA_HOLD_TTL_SECONDS must not exceed KASSA_HOLD_MAX_TTL_SECONDS")
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    def check_safe_to_start(self) -> None:
+        """Refuse a production start with a setting that would be unsafe there."""
+        problems = []
+        if self.is_production:
+            secret = self.secret_key.get_secret_value()
+            if secret == DEFAULT_SECRET_KEY or len(secret) < 32:
+                problems.append(
+                    "KASSA_SECRET_KEY is the default (or shorter than 32 characters); "
+                    "set a long random value, e.g. `python -c 'import secrets; "
+                    "print(secrets.token_urlsafe(48))'`"
+                )
+        if problems:
+            raise ConfigError("Kassa refuses to start in production: " + "; ".join(problems))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,143 @@
+"""RFC 9457 problem+json errors: the base error type and the handlers that render every error."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = structlog.get_logger("kassa.errors")
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_BASE = "https://kassa.dev/problems/"
+
+
+class KassaError(Exception):
+    """A business failure with a stable code; services raise subclasses, one handler renders."""
+
+    status: int = 400
+    code: str = "bad_request"
+    title: str = "Bad request"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.extra = extra
+
+
+class NotFound(KassaError):
+    status, code, title = 404, "not_found", "Not found"
+
+
+class Conflict(KassaError):
+    status, code, title = 409, "conflict", "Conflict"
+
+
+class Unauthenticated(KassaError):
+    status, code, title = 401, "unauthenticated", "Authentication required"
+
+
+class Forbidden(KassaError):
+    status, code, title = 403, "forbidden", "Forbidden"
+
+
+class InvalidTransition(KassaError):
+    status, code, title = 409, "invalid_transition", "Invalid state transition"
+
+    def __init__(self, detail: str, *, from_state: str, to_state: str) -> None:
+        super().__init__(detail, **{"from": from_state, "to": to_state})
+
+
+class ServiceBusy(KassaError):
+    status, code, title = 503, "busy", "Service busy, try again"
+
+
+def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": TYPE_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    body.update(extra)
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
+    """Field, message and type of each failure; never the raw input (it may be a secret)."""
+    cleaned = []
+    for error in errors:
+        loc = [str(part) for part in error.get("loc", ())]
+        if error.get("type") == "json_invalid":
+            position = loc[-1] if len(loc) > 1 else "?"
+            cleaned.append(
+                {
+                    "field": "body",
+                    "loc": ["body"],
+                    "message": f"malformed JSON (at character {position})",
+                    "type": "json_invalid",
+                }
+            )
+            continue
+        cleaned.append(
+            {
+                "field": ".".join(p for p in loc if p not in ("body", "query", "path", "header")),
+                "loc": loc,
+                "message": error.get("msg", "invalid value"),
+                "type": error.get("type", "value_error"),
+            }
+        )
+    return cleaned
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(KassaError)
+    async def _kassa_error(_request: Request, error: KassaError) -> JSONResponse:
+        return problem(error.status, error.code, error.title, error.detail, **error.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
+        errors = _clean_validation_errors(error.errors())
+        fields = ", ".join(e["field"] or "body" for e in errors)
+        return problem(
+            422, "validation_error", "Invalid request", f"Invalid fields: {fields}", errors=errors
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+        status = error.status_code
+        code = {
+            401: "unauthenticated",
+            403: "forbidden",
+            404: "not_found",
+            405: "method_not_allowed",
+            409: "conflict",
+        }.get(status, "error")
+        title = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+        detail = error.detail if isinstance(error.detail, str) else title
+        response = problem(status, code, title, detail)
+        if error.headers:
+            response.headers.update(error.headers)
+        return response
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+        log.error(
+            "unhandled_error",
+            path=request.url.path,
+            error_type=type(error).__name__,
+            exc_info=error,
+        )
+        return problem(
+            500,
+            "internal_error",
+            "Internal server error",
+            "Something went wrong on our side; it has been logged.",
+        )

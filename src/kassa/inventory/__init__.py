@@ -1,0 +1,1 @@
+"""Stock levels, time-limited holds, the stock ledger and the expiry sweeper."""

@@ -1,0 +1,154 @@
+"""Inventory and hold endpoints."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+
+from kassa.auth.deps import AdminPrincipal, StaffPrincipal
+from kassa.auth.principal import Principal
+from kassa.catalog import service as catalog
+from kassa.deps import AppSettings, ReadSession, WriteSession
+from kassa.errors import KassaError
+from kassa.inventory import holds, ledger, service
+from kassa.inventory.schemas import (
+    AdjustmentIn,
+    HoldCreate,
+    HoldLineOut,
+    HoldOut,
+    LowStockOut,
+    MovementOut,
+    StockOut,
+)
+from kassa.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor
+
+router = APIRouter(tags=["inventory"])
+
+SkuPath = Annotated[str, Path(max_length=64)]
+HoldId = Annotated[str, Path(max_length=64)]
+
+
+class ZeroAdjustment(KassaError):
+    status, code, title = 422, "validation_error", "An adjustment must change the stock"
+
+
+def stock_out(level: service.StockView) -> StockOut:
+    return StockOut(
+        sku=level.sku, on_hand=level.on_hand, reserved=level.reserved, available=level.available
+    )
+
+
+def hold_out(view: holds.HoldView) -> HoldOut:
+    return HoldOut(
+        id=view.id,
+        state=view.state,
+        expires_at=view.expires_at,
+        reference=view.reference,
+        created_at=view.created_at,
+        lines=[HoldLineOut(sku=sku, quantity=quantity) for sku, quantity in view.lines],
+    )
+
+
+async def _require_sku_manager(
+    session: ReadSession | WriteSession, sku: str, who: Principal
+) -> None:
+    vendor_id = await catalog.vendor_of_sku(session, sku)
+    if not who.owns(vendor_id):
+        # Someone else's SKU answers like an unknown one.
+        raise service.SkuNotFound(f"no SKU {sku}")
+
+
+# Declared before /v1/inventory/{sku} so that "low-stock" is never taken for a SKU.
+@router.get("/v1/inventory/low-stock", response_model=Page[LowStockOut])
+async def low_stock(
+    principal: StaffPrincipal,
+    session: ReadSession,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[LowStockOut]:
+    items = await service.low_stock(
+        session,
+        vendor_id=None if principal.is_admin else principal.user_id,
+        limit=limit + 1,
+        after_sku=decode_cursor(cursor),
+    )
+    page = items[:limit]
+    return Page(
+        data=[LowStockOut(**item.__dict__) for item in page],
+        next_cursor=encode_cursor(page[-1].sku) if len(items) > limit else None,
+    )
+
+
+@router.get("/v1/inventory/{sku}", response_model=StockOut)
+async def get_stock(sku: SkuPath, session: ReadSession) -> StockOut:
+    return stock_out(await service.get_stock(session, sku))
+
+
+@router.post("/v1/inventory/{sku}/adjustments", response_model=StockOut)
+async def adjust_stock(
+    sku: SkuPath, body: AdjustmentIn, principal: StaffPrincipal, session: WriteSession
+) -> StockOut:
+    if body.delta == 0:
+        raise ZeroAdjustment("delta must not be 0")
+    await _require_sku_manager(session, sku, principal)
+    level = await service.adjust_stock(
+        session,
+        sku=sku,
+        delta=body.delta,
+        reason=body.reason,
+        note=body.note,
+        actor_id=principal.user_id,
+    )
+    return stock_out(level)
+
+
+@router.get("/v1/inventory/{sku}/movements", response_model=Page[MovementOut])
+async def list_movements(
+    sku: SkuPath,
+    principal: StaffPrincipal,
+    session: ReadSession,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[MovementOut]:
+    await _require_sku_manager(session, sku, principal)
+    after = decode_cursor(cursor)
+    if after is not None and not after.isdigit():
+        after = "0"
+    rows = await ledger.list_movements(
+        session, sku, limit=limit + 1, after_id=int(after) if after else None
+    )
+    page = rows[:limit]
+    return Page(
+        data=[MovementOut.model_validate(row, from_attributes=True) for row in page],
+        next_cursor=encode_cursor(str(page[-1].id)) if len(rows) > limit else None,
+    )
+
+
+@router.post("/v1/holds", status_code=201, response_model=HoldOut)
+async def create_hold(
+    body: HoldCreate, _admin: AdminPrincipal, session: WriteSession, settings: AppSettings
+) -> HoldOut:
+    ttl = min(body.ttl_seconds or settings.hold_ttl_seconds, settings.hold_max_ttl_seconds)
+    view = await holds.hold_stock(
+        session,
+        [(line.sku, line.quantity) for line in body.lines],
+        ttl_seconds=ttl,
+        reference=body.reference,
+    )
+    return hold_out(view)
+
+
+@router.get("/v1/holds/{hold_id}", response_model=HoldOut)
+async def get_hold(hold_id: HoldId, _admin: AdminPrincipal, session: ReadSession) -> HoldOut:
+    return hold_out(await holds.get_hold(session, hold_id))
+
+
+@router.post("/v1/holds/{hold_id}/release", response_model=HoldOut)
+async def release_hold(hold_id: HoldId, _admin: AdminPrincipal, session: WriteSession) -> HoldOut:
+    return hold_out(await holds.release_hold(session, hold_id))
+
+
+@router.post("/v1/holds/{hold_id}/commit", response_model=HoldOut)
+async def commit_hold(hold_id: HoldId, _admin: AdminPrincipal, session: WriteSession) -> HoldOut:
+    return hold_out(await holds.commit_hold(session, hold_id))

@@ -1,0 +1,1 @@
+"""Alembic migrations: one history that runs on SQLite and on PostgreSQL."""

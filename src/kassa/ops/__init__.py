@@ -1,0 +1,1 @@
+"""Operations: health checks and the record of background job runs."""

@@ -1,0 +1,76 @@
+"""Health, readiness and the admin job endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from kassa.auth.deps import AdminPrincipal
+from kassa.db import Database
+from kassa.deps import AppSettings
+from kassa.errors import problem
+from kassa.inventory import sweeper
+
+router = APIRouter(tags=["operations"])
+
+CHECK_TIMEOUT_SECONDS = 2.0
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+async def _check_database(db: Database) -> None:
+    async with db.engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+
+
+async def _check_redis(url: str) -> None:
+    import redis.asyncio as redis
+
+    client = redis.from_url(url, socket_connect_timeout=CHECK_TIMEOUT_SECONDS)
+    try:
+        await client.ping()
+    finally:
+        await client.aclose()
+
+
+@router.get("/readyz", response_model=None)
+async def readyz(request: Request, settings: AppSettings) -> dict[str, Any] | JSONResponse:
+    checks: dict[str, str] = {}
+    failed: list[str] = []
+    probes: dict[str, Any] = {"database": _check_database(request.app.state.db)}
+    if settings.redis_url:
+        probes["redis"] = _check_redis(settings.redis_url)
+    for name, probe in probes.items():
+        try:
+            await asyncio.wait_for(probe, timeout=CHECK_TIMEOUT_SECONDS)
+            checks[name] = "ok"
+        except Exception as error:
+            # The error type only: a connection error can carry the URL with its password.
+            checks[name] = f"failed: {type(error).__name__}"
+            failed.append(name)
+    if failed:
+        return problem(
+            503,
+            "not_ready",
+            "Not ready",
+            f"failed checks: {', '.join(failed)}",
+            checks=checks,
+            failed=failed,
+        )
+    return {"status": "ok", "checks": checks}
+
+
+@router.post("/v1/admin/jobs/sweep")
+async def run_sweep_now(
+    request: Request, _admin: AdminPrincipal, settings: AppSettings
+) -> dict[str, int]:
+    result = await sweeper.run_sweep(request.app.state.db, settings)
+    return asdict(result)
