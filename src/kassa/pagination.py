@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from typing import Annotated, Generic, TypeVar
 
 from fastapi import Query
@@ -15,6 +16,7 @@ T = TypeVar("T")
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
+_CURSOR = re.compile(r"[A-Za-z0-9_-]+")
 
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size, 1 to 100")]
 Cursor = Annotated[
@@ -39,6 +41,8 @@ def decode_cursor(cursor: str | None) -> str | None:
     if cursor is None:
         return None
     try:
+        if not _CURSOR.fullmatch(cursor):
+            raise ValueError("not base64url")
         return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise InvalidCursor(

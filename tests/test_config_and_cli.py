@@ -1,0 +1,118 @@
+"""Settings that refuse an unsafe start, and the `kassa` command end to end on a fresh SQLite."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kassa.config import ConfigError, Settings
+
+
+def test_production_refuses_the_default_secret() -> None:
+    settings = Settings(_env_file=None, env="production")  # type: ignore[call-arg]
+    with pytest.raises(ConfigError, match="KASSA_SECRET_KEY"):
+        settings.check_safe_to_start()
+    safe = Settings(_env_file=None, env="production", secret_key="x" * 40)  # type: ignore[call-arg,arg-type]
+    safe.check_safe_to_start()
+    Settings(_env_file=None).check_safe_to_start()  # type: ignore[call-arg]
+
+
+def test_hold_ttl_may_not_exceed_the_maximum() -> None:
+    with pytest.raises(ValueError, match="HOLD_TTL"):
+        Settings(_env_file=None, hold_ttl_seconds=100, hold_max_ttl_seconds=10)  # type: ignore[call-arg]
+
+
+def kassa(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environment = {
+        k: v for k, v in os.environ.items() if not k.startswith("KASSA_")
+    } | {"KASSA_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"} | (env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "kassa", *args], cwd=tmp_path, env=environment,
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_serve_refuses_to_start_in_production_with_the_default_secret(tmp_path: Path) -> None:
+    result = kassa(tmp_path, "serve", env={"KASSA_ENV": "production"})
+    assert result.returncode == 2
+    assert "KASSA_SECRET_KEY" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_migrates_seeds_creates_users_and_sweeps(tmp_path: Path) -> None:
+    assert kassa(tmp_path, "db", "upgrade").returncode == 0
+    seeded = kassa(tmp_path, "seed", "--demo", "--if-empty")
+    assert seeded.returncode == 0 and "seeded 4 products" in seeded.stderr
+    again = kassa(tmp_path, "seed", "--demo", "--if-empty")
+    assert "nothing seeded" in again.stderr
+
+    created = kassa(
+        tmp_path, "users", "create", "--email", "ops@example.com", "--password",
+        "long-enough-password", "--role", "admin",
+    )
+    assert created.returncode == 0 and created.stdout.startswith("usr_")
+    duplicate = kassa(
+        tmp_path, "users", "create", "--email", "ops@example.com", "--password",
+        "long-enough-password",
+    )
+    assert duplicate.returncode == 1 and "already exists" in duplicate.stderr
+    weak = kassa(tmp_path, "users", "create", "--email", "w@example.com", "--password", "short")
+    assert weak.returncode == 1 and "10 characters" in weak.stderr
+
+    swept = kassa(tmp_path, "sweep")
+    assert swept.returncode == 0 and "expired_holds=0" in swept.stdout
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_serve_creates_the_first_admin_and_sweeps_on_an_interval(tmp_path: Path) -> None:
+    import sqlite3
+    import time
+
+    import httpx
+
+    assert kassa(tmp_path, "db", "upgrade").returncode == 0
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KASSA_")} | {
+        "KASSA_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
+        "KASSA_ADMIN_EMAIL": "first@example.com",
+        "KASSA_ADMIN_PASSWORD": "first-admin-password",
+        "KASSA_SWEEP_INTERVAL_SECONDS": "0.2",
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "kassa", "serve", "--port", str(port)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        login = httpx.post(
+            f"{base}/v1/auth/login",
+            json={"email": "first@example.com", "password": "first-admin-password"},
+        )
+        assert login.status_code == 200
+        token = login.json()["access_token"]
+        me = httpx.get(f"{base}/v1/auth/me", headers={"Authorization": f"Bearer {token}"})
+        assert me.json()["role"] == "admin"
+        time.sleep(1.0)
+        with sqlite3.connect(tmp_path / "cli.db") as conn:
+            runs = conn.execute("SELECT runs FROM job_runs WHERE name = 'sweeper'").fetchone()
+        assert runs is not None and runs[0] >= 2
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
