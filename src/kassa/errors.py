@@ -53,10 +53,6 @@ class InvalidTransition(KassaError):
         super().__init__(detail, **{"from": from_state, "to": to_state})
 
 
-class ServiceBusy(KassaError):
-    status, code, title = 503, "busy", "Service busy, try again"
-
-
 def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JSONResponse:
     body: dict[str, Any] = {
         "type": TYPE_BASE + code,
@@ -129,6 +125,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+        from kassa.db import is_transient
+
+        if is_transient(error):
+            # Retried already where it is safe to; the client may simply try again.
+            log.warning("transient_database_error", path=request.url.path)
+            return problem(503, "busy", "Service busy, try again", "please retry the request")
         log.error(
             "unhandled_error",
             path=request.url.path,
