@@ -16,7 +16,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from kassa import clock, migrate
@@ -31,7 +30,13 @@ POSTGRES_URL = os.environ.get("KASSA_TEST_POSTGRES_URL")
 REDIS_URL = os.environ.get("KASSA_TEST_REDIS_URL")
 SECRET = "test-secret-key-that-is-long-enough-0123456789"
 TABLES = [
-    "stock_movements", "hold_lines", "holds", "stock_levels", "variants", "products", "users",
+    "stock_movements",
+    "hold_lines",
+    "holds",
+    "stock_levels",
+    "variants",
+    "products",
+    "users",
     "job_runs",
 ]
 
@@ -83,7 +88,8 @@ def postgres_backend() -> Iterator[Backend]:
     try:
         asyncio.run(
             _admin_execute(
-                POSTGRES_URL, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)",
+                POSTGRES_URL,
+                f"DROP DATABASE IF EXISTS {name} WITH (FORCE)",
                 f"CREATE DATABASE {name}",
             )
         )
@@ -105,9 +111,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite+aiosqlite:///{target}"
     backend = request.getfixturevalue("postgres_backend")
     asyncio.run(
-        _admin_execute(
-            backend.url, f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"
-        )
+        _admin_execute(backend.url, f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
     )
     return backend.url
 
@@ -115,9 +119,9 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def settings(db_url: str) -> Settings:
     return Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         database_url=db_url,
-        secret_key=SECRET,  # type: ignore[arg-type]
+        secret_key=SECRET,
         sweep_interval_seconds=0,
         admin_email=None,
         admin_password=None,
@@ -160,7 +164,7 @@ class Account:
 
 
 @pytest.fixture
-def make_user(db: Database, settings: Settings):  # type: ignore[no-untyped-def]
+def make_user(db: Database, settings: Settings):
     counter = iter(range(1_000_000))
 
     async def make(role: str = "customer", email: str | None = None) -> Account:
@@ -179,30 +183,35 @@ def make_user(db: Database, settings: Settings):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-async def admin(make_user) -> Account:  # type: ignore[no-untyped-def]
+async def admin(make_user) -> Account:
     account: Account = await make_user("admin")
     return account
 
 
 @pytest.fixture
-def make_product(client: httpx.AsyncClient, admin: Account):  # type: ignore[no-untyped-def]
+def make_product(client: httpx.AsyncClient, admin: Account):
     counter = iter(range(1_000_000))
 
     async def make(
         *stock: tuple[str, int], price: int = 1000, owner: Account | None = None, threshold: int = 0
-    ) -> dict:  # type: ignore[type-arg]
+    ) -> dict:
         n = next(counter)
         body = {
             "name": f"Product {n}",
             "slug": f"product-{n}",
             "variants": [
-                {"sku": sku, "name": sku, "price_amount": price, "on_hand": on_hand,
-                 "low_stock_threshold": threshold}
+                {
+                    "sku": sku,
+                    "name": sku,
+                    "price_amount": price,
+                    "on_hand": on_hand,
+                    "low_stock_threshold": threshold,
+                }
                 for sku, on_hand in stock
             ],
         }
         response = await client.post("/v1/products", json=body, headers=(owner or admin).headers)
         assert response.status_code == 201, response.text
-        return response.json()  # type: ignore[no-any-return]
+        return response.json()
 
     return make

@@ -13,26 +13,34 @@ from kassa.config import ConfigError, Settings
 
 
 def test_production_refuses_the_default_secret() -> None:
-    settings = Settings(_env_file=None, env="production")  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, env="production")
     with pytest.raises(ConfigError, match="KASSA_SECRET_KEY"):
         settings.check_safe_to_start()
-    safe = Settings(_env_file=None, env="production", secret_key="x" * 40)  # type: ignore[call-arg,arg-type]
+    safe = Settings(_env_file=None, env="production", secret_key="x" * 40)
     safe.check_safe_to_start()
-    Settings(_env_file=None).check_safe_to_start()  # type: ignore[call-arg]
+    Settings(_env_file=None).check_safe_to_start()
 
 
 def test_hold_ttl_may_not_exceed_the_maximum() -> None:
     with pytest.raises(ValueError, match="HOLD_TTL"):
-        Settings(_env_file=None, hold_ttl_seconds=100, hold_max_ttl_seconds=10)  # type: ignore[call-arg]
+        Settings(_env_file=None, hold_ttl_seconds=100, hold_max_ttl_seconds=10)
 
 
-def kassa(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    environment = {
-        k: v for k, v in os.environ.items() if not k.startswith("KASSA_")
-    } | {"KASSA_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"} | (env or {})
+def kassa(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    environment = (
+        {k: v for k, v in os.environ.items() if not k.startswith("KASSA_")}
+        | {"KASSA_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"}
+        | (env or {})
+    )
     return subprocess.run(
-        [sys.executable, "-m", "kassa", *args], cwd=tmp_path, env=environment,
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "kassa", *args],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -51,12 +59,24 @@ def test_cli_migrates_seeds_creates_users_and_sweeps(tmp_path: Path) -> None:
     assert "nothing seeded" in again.stderr
 
     created = kassa(
-        tmp_path, "users", "create", "--email", "ops@example.com", "--password",
-        "long-enough-password", "--role", "admin",
+        tmp_path,
+        "users",
+        "create",
+        "--email",
+        "ops@example.com",
+        "--password",
+        "long-enough-password",
+        "--role",
+        "admin",
     )
     assert created.returncode == 0 and created.stdout.startswith("usr_")
     duplicate = kassa(
-        tmp_path, "users", "create", "--email", "ops@example.com", "--password",
+        tmp_path,
+        "users",
+        "create",
+        "--email",
+        "ops@example.com",
+        "--password",
         "long-enough-password",
     )
     assert duplicate.returncode == 1 and "already exists" in duplicate.stderr
@@ -91,7 +111,11 @@ def test_serve_creates_the_first_admin_and_sweeps_on_an_interval(tmp_path: Path)
     }
     server = subprocess.Popen(
         [sys.executable, "-m", "kassa", "serve", "--port", str(port)],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         base = f"http://127.0.0.1:{port}"

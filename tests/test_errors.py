@@ -11,8 +11,9 @@ from kassa.app import create_app
 
 async def test_malformed_json_is_422(client, admin) -> None:
     response = await client.post(
-        "/v1/products", content=b'{"name": "x", ', headers=admin.headers | {
-            "Content-Type": "application/json"}
+        "/v1/products",
+        content=b'{"name": "x", ',
+        headers=admin.headers | {"Content-Type": "application/json"},
     )
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"

@@ -23,6 +23,7 @@ class KassaError(Exception):
     status: int = 400
     code: str = "bad_request"
     title: str = "Bad request"
+    headers: dict[str, str] | None = None
 
     def __init__(self, detail: str | None = None, **extra: Any) -> None:
         super().__init__(detail or self.title)
@@ -40,6 +41,7 @@ class Conflict(KassaError):
 
 class Unauthenticated(KassaError):
     status, code, title = 401, "unauthenticated", "Authentication required"
+    headers = {"WWW-Authenticate": "Bearer"}
 
 
 class Forbidden(KassaError):
@@ -84,7 +86,8 @@ def _clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
             continue
         cleaned.append(
             {
-                "field": ".".join(p for p in loc if p not in ("body", "query", "path", "header")),
+                "field": ".".join(p for p in loc if p not in ("body", "query", "path", "header"))
+                or "body",
                 "loc": loc,
                 "message": error.get("msg", "invalid value"),
                 "type": error.get("type", "value_error"),
@@ -96,7 +99,10 @@ def _clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(KassaError)
     async def _kassa_error(_request: Request, error: KassaError) -> JSONResponse:
-        return problem(error.status, error.code, error.title, error.detail, **error.extra)
+        response = problem(error.status, error.code, error.title, error.detail, **error.extra)
+        if error.headers:
+            response.headers.update(error.headers)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:

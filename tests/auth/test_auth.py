@@ -39,7 +39,10 @@ async def test_wrong_password_and_unknown_email_look_the_same(client, make_user)
 
 async def test_bad_tokens_are_401(client, make_user) -> None:
     account = await make_user("customer")
-    forged = jwt.encode({"sub": account.id, "role": "admin", "typ": "access"}, "a-wrong-key-that-is-long-enough-for-hs256-0123")
+    forged = jwt.encode(
+        {"sub": account.id, "role": "admin", "typ": "access"},
+        "a-wrong-key-that-is-long-enough-for-hs256-0123",
+    )
     for header in (f"Bearer {forged}", "Bearer nonsense", f"Bearer {account.token}x"):
         response = await client.get("/v1/auth/me", headers={"Authorization": header})
         assert response.status_code == 401, header

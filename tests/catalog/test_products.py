@@ -38,13 +38,17 @@ async def test_availability_follows_holds(client, admin) -> None:
     body = {"lines": [{"sku": "LAMP-S", "quantity": 3}]}
     assert (await client.post("/v1/holds", json=body, headers=admin.headers)).status_code == 201
     variant = next(
-        v for v in (await client.get("/v1/products/lamp")).json()["variants"] if v["sku"] == "LAMP-S"
+        v
+        for v in (await client.get("/v1/products/lamp")).json()["variants"]
+        if v["sku"] == "LAMP-S"
     )
     assert (variant["available"], variant["in_stock"]) == (0, False)
 
 
 async def test_duplicate_slug_or_sku_is_409(client, admin) -> None:
-    assert (await client.post("/v1/products", json=PRODUCT, headers=admin.headers)).status_code == 201
+    assert (
+        await client.post("/v1/products", json=PRODUCT, headers=admin.headers)
+    ).status_code == 201
     same_slug = dict(PRODUCT, variants=[{"sku": "OTHER", "name": "x", "price_amount": 1}])
     response = await client.post("/v1/products", json=same_slug, headers=admin.headers)
     assert (response.status_code, response.json()["code"]) == (409, "conflict")
@@ -64,13 +68,26 @@ async def test_duplicate_slug_or_sku_is_409(client, admin) -> None:
         ({"name": ""}, "name"),
         ({"variants": []}, "variants"),
         ({"variants": [{"sku": "X", "name": "x", "price_amount": -1}]}, "variants.0.price_amount"),
-        ({"variants": [{"sku": "X", "name": "x", "price_amount": 19.99}]}, "variants.0.price_amount"),
-        ({"variants": [{"sku": "X", "name": "x", "price_amount": "1999"}]}, "variants.0.price_amount"),
-        ({"variants": [{"sku": "X", "name": "x", "price_amount": 2**64}]}, "variants.0.price_amount"),
-        ({"variants": [{"sku": "X", "name": "x", "price_amount": 1, "on_hand": -5}]},
-         "variants.0.on_hand"),
-        ({"variants": [{"sku": "X", "name": "x", "price_amount": 1, "currency": "EURO"}]},
-         "variants.0.currency"),
+        (
+            {"variants": [{"sku": "X", "name": "x", "price_amount": 19.99}]},
+            "variants.0.price_amount",
+        ),
+        (
+            {"variants": [{"sku": "X", "name": "x", "price_amount": "1999"}]},
+            "variants.0.price_amount",
+        ),
+        (
+            {"variants": [{"sku": "X", "name": "x", "price_amount": 2**64}]},
+            "variants.0.price_amount",
+        ),
+        (
+            {"variants": [{"sku": "X", "name": "x", "price_amount": 1, "on_hand": -5}]},
+            "variants.0.on_hand",
+        ),
+        (
+            {"variants": [{"sku": "X", "name": "x", "price_amount": 1, "currency": "EURO"}]},
+            "variants.0.currency",
+        ),
         ({"variants": [{"sku": "bad sku!", "name": "x", "price_amount": 1}]}, "variants.0.sku"),
         ({"colour": "red"}, "colour"),
     ],
@@ -125,8 +142,11 @@ async def test_admin_assigns_a_vendor(client, admin, make_user) -> None:
     body = PRODUCT | {"vendor_id": vendor.id}
     created = await client.post("/v1/products", json=body, headers=admin.headers)
     assert created.json()["vendor_id"] == vendor.id
-    other = PRODUCT | {"slug": "x", "vendor_id": customer.id, "variants": [
-        {"sku": "X1", "name": "x", "price_amount": 1}]}
+    other = PRODUCT | {
+        "slug": "x",
+        "vendor_id": customer.id,
+        "variants": [{"sku": "X1", "name": "x", "price_amount": 1}],
+    }
     response = await client.post("/v1/products", json=other, headers=admin.headers)
     assert response.status_code == 422
 
@@ -140,7 +160,9 @@ async def test_inactive_products_and_variants_are_hidden_from_buyers(client, adm
     staff = (await client.get("/v1/products/lamp", headers=admin.headers)).json()
     assert len(staff["variants"]) == 2
 
-    await client.patch(f"/v1/products/{product['id']}", json={"active": False}, headers=admin.headers)
+    await client.patch(
+        f"/v1/products/{product['id']}", json={"active": False}, headers=admin.headers
+    )
     assert (await client.get("/v1/products/lamp")).status_code == 404
     assert (await client.get("/v1/products")).json()["data"] == []
     assert (await client.get("/v1/products/lamp", headers=admin.headers)).status_code == 200

@@ -10,18 +10,18 @@ from kassa import clock
 from tests.conftest import Account
 
 
-async def hold(client: httpx.AsyncClient, admin: Account, *lines: tuple[str, int], **extra):  # type: ignore[no-untyped-def]
+async def hold(client: httpx.AsyncClient, admin: Account, *lines: tuple[str, int], **extra):
     body = {"lines": [{"sku": s, "quantity": q} for s, q in lines], **extra}
     return await client.post("/v1/holds", json=body, headers=admin.headers)
 
 
-async def level(client: httpx.AsyncClient, sku: str) -> dict:  # type: ignore[type-arg]
+async def level(client: httpx.AsyncClient, sku: str) -> dict:
     response = await client.get(f"/v1/inventory/{sku}")
     assert response.status_code == 200
-    return response.json()  # type: ignore[no-any-return]
+    return response.json()
 
 
-async def test_hold_reserves_every_line(client, admin, make_product) -> None:  # type: ignore[no-untyped-def]
+async def test_hold_reserves_every_line(client, admin, make_product) -> None:
     await make_product(("A", 5), ("B", 3))
     response = await hold(client, admin, ("B", 2), ("A", 1), ("A", 2), reference="pos-1")
     assert response.status_code == 201, response.text
@@ -34,7 +34,7 @@ async def test_hold_reserves_every_line(client, admin, make_product) -> None:  #
     assert (await level(client, "B"))["available"] == 1
 
 
-async def test_all_or_nothing_when_one_line_is_short(client, admin, make_product) -> None:  # type: ignore[no-untyped-def]
+async def test_all_or_nothing_when_one_line_is_short(client, admin, make_product) -> None:
     await make_product(("A", 5), ("B", 1))
     response = await hold(client, admin, ("A", 2), ("B", 2))
     assert response.status_code == 409
@@ -46,7 +46,7 @@ async def test_all_or_nothing_when_one_line_is_short(client, admin, make_product
     assert (await level(client, "B"))["reserved"] == 0
 
 
-async def test_unknown_sku_is_404(client, admin, make_product) -> None:  # type: ignore[no-untyped-def]
+async def test_unknown_sku_is_404(client, admin, make_product) -> None:
     await make_product(("A", 5))
     response = await hold(client, admin, ("A", 1), ("NOPE", 1))
     assert response.status_code == 404
@@ -55,7 +55,7 @@ async def test_unknown_sku_is_404(client, admin, make_product) -> None:  # type:
     assert (await level(client, "A"))["reserved"] == 0
 
 
-async def test_release_and_commit_are_idempotent(client, admin, make_product) -> None:  # type: ignore[no-untyped-def]
+async def test_release_and_commit_are_idempotent(client, admin, make_product) -> None:
     await make_product(("A", 5))
     first = (await hold(client, admin, ("A", 2))).json()
     second = (await hold(client, admin, ("A", 1))).json()
@@ -73,7 +73,7 @@ async def test_release_and_commit_are_idempotent(client, admin, make_product) ->
     assert await level(client, "A") == {"sku": "A", "on_hand": 4, "reserved": 0, "available": 4}
 
 
-async def test_crossing_transitions_are_409(client, admin, make_product) -> None:  # type: ignore[no-untyped-def]
+async def test_crossing_transitions_are_409(client, admin, make_product) -> None:
     await make_product(("A", 5))
     released = (await hold(client, admin, ("A", 1))).json()["id"]
     committed = (await hold(client, admin, ("A", 1))).json()["id"]
@@ -84,7 +84,9 @@ async def test_crossing_transitions_are_409(client, admin, make_product) -> None
     assert response.status_code == 409
     problem = response.json()
     assert (problem["code"], problem["from"], problem["to"]) == (
-        "invalid_transition", "released", "committed"
+        "invalid_transition",
+        "released",
+        "committed",
     )
     response = await client.post(f"/v1/holds/{committed}/release", headers=admin.headers)
     assert response.status_code == 409
@@ -92,7 +94,7 @@ async def test_crossing_transitions_are_409(client, admin, make_product) -> None
     assert await level(client, "A") == {"sku": "A", "on_hand": 4, "reserved": 0, "available": 4}
 
 
-async def test_expired_hold_cannot_be_committed_and_release_is_a_no_op(  # type: ignore[no-untyped-def]
+async def test_expired_hold_cannot_be_committed_and_release_is_a_no_op(
     client, admin, make_product
 ) -> None:
     await make_product(("A", 5))
@@ -112,14 +114,14 @@ async def test_expired_hold_cannot_be_committed_and_release_is_a_no_op(  # type:
     assert await level(client, "A") == {"sku": "A", "on_hand": 5, "reserved": 0, "available": 5}
 
 
-async def test_ttl_defaults_and_is_capped(client, admin, make_product, settings) -> None:  # type: ignore[no-untyped-def]
+async def test_ttl_defaults_and_is_capped(client, admin, make_product, settings) -> None:
     await make_product(("A", 5))
     before = clock.now()
     default = (await hold(client, admin, ("A", 1))).json()
     capped = (await hold(client, admin, ("A", 1), ttl_seconds=86_400)).json()
     from datetime import datetime
 
-    def seconds(body: dict) -> float:  # type: ignore[type-arg]
+    def seconds(body: dict) -> float:
         expires = datetime.fromisoformat(body["expires_at"].replace("Z", "+00:00"))
         return (expires - before).total_seconds()
 
@@ -127,7 +129,7 @@ async def test_ttl_defaults_and_is_capped(client, admin, make_product, settings)
     assert settings.hold_max_ttl_seconds - 1 <= seconds(capped) <= settings.hold_max_ttl_seconds + 5
 
 
-async def test_lazy_reclaim_takes_back_an_expired_hold(client, admin, make_product) -> None:  # type: ignore[no-untyped-def]
+async def test_lazy_reclaim_takes_back_an_expired_hold(client, admin, make_product) -> None:
     await make_product(("LAST", 1))
     old = (await hold(client, admin, ("LAST", 1), ttl_seconds=30)).json()["id"]
     assert (await hold(client, admin, ("LAST", 1))).status_code == 409
@@ -135,13 +137,18 @@ async def test_lazy_reclaim_takes_back_an_expired_hold(client, admin, make_produ
     # No sweeper has run: the new hold finds too little stock and reclaims the expired one.
     response = await hold(client, admin, ("LAST", 1))
     assert response.status_code == 201
-    assert (await client.get(f"/v1/holds/{old}", headers=admin.headers)).json()["state"] == "expired"
+    assert (await client.get(f"/v1/holds/{old}", headers=admin.headers)).json()[
+        "state"
+    ] == "expired"
     assert await level(client, "LAST") == {
-        "sku": "LAST", "on_hand": 1, "reserved": 1, "available": 0
+        "sku": "LAST",
+        "on_hand": 1,
+        "reserved": 1,
+        "available": 0,
     }
 
 
-async def test_holds_need_an_admin(client, make_user, make_product) -> None:  # type: ignore[no-untyped-def]
+async def test_holds_need_an_admin(client, make_user, make_product) -> None:
     await make_product(("A", 5))
     body = {"lines": [{"sku": "A", "quantity": 1}]}
     assert (await client.post("/v1/holds", json=body)).status_code == 401
@@ -153,7 +160,7 @@ async def test_holds_need_an_admin(client, make_user, make_product) -> None:  # 
     assert (await client.get("/v1/holds/hold_x")).status_code == 401
 
 
-async def test_unknown_hold_is_404(client, admin) -> None:  # type: ignore[no-untyped-def]
+async def test_unknown_hold_is_404(client, admin) -> None:
     for path in ("", "/release", "/commit"):
         method = client.get if not path else client.post
         response = await method(f"/v1/holds/hold_missing{path}", headers=admin.headers)
@@ -161,7 +168,7 @@ async def test_unknown_hold_is_404(client, admin) -> None:  # type: ignore[no-un
         assert response.json()["code"] == "not_found"
 
 
-async def test_bad_hold_input_is_422(client, admin, make_product) -> None:  # type: ignore[no-untyped-def]
+async def test_bad_hold_input_is_422(client, admin, make_product) -> None:
     await make_product(("A", 5))
     bad_bodies = [
         {"lines": []},

@@ -19,7 +19,8 @@ async def test_stock_level_is_public(client, make_product) -> None:
 async def test_adjustments_move_on_hand_and_are_recorded(client, admin, make_product) -> None:
     await make_product(("A", 5))
     response = await client.post(
-        "/v1/inventory/A/adjustments", json={"delta": 10, "reason": "restock"},
+        "/v1/inventory/A/adjustments",
+        json={"delta": 10, "reason": "restock"},
         headers=admin.headers,
     )
     assert response.status_code == 200
@@ -44,14 +45,16 @@ async def test_adjustment_below_reserved_is_409(client, admin, make_product) -> 
     body = {"lines": [{"sku": "A", "quantity": 4}]}
     assert (await client.post("/v1/holds", json=body, headers=admin.headers)).status_code == 201
     response = await client.post(
-        "/v1/inventory/A/adjustments", json={"delta": -2, "reason": "correction"},
+        "/v1/inventory/A/adjustments",
+        json={"delta": -2, "reason": "correction"},
         headers=admin.headers,
     )
     assert response.status_code == 409
     assert response.json()["code"] == "conflict"
     assert (await client.get("/v1/inventory/A")).json()["on_hand"] == 5
     ok = await client.post(
-        "/v1/inventory/A/adjustments", json={"delta": -1, "reason": "correction"},
+        "/v1/inventory/A/adjustments",
+        json={"delta": -1, "reason": "correction"},
         headers=admin.headers,
     )
     assert ok.json() == {"sku": "A", "on_hand": 4, "reserved": 4, "available": 0}
@@ -87,7 +90,9 @@ async def test_vendors_manage_only_their_own_skus(client, make_user, make_produc
     ledger = await client.get("/v1/inventory/THEIRS/movements", headers=mine.headers)
     assert ledger.status_code == 404
     customer = await make_user("customer")
-    denied = await client.post("/v1/inventory/MINE/adjustments", json=body, headers=customer.headers)
+    denied = await client.post(
+        "/v1/inventory/MINE/adjustments", json=body, headers=customer.headers
+    )
     assert denied.status_code == 403
 
 
@@ -115,7 +120,8 @@ async def test_movements_paginate(client, admin, make_product) -> None:
     await make_product(("A", 5))
     for _ in range(4):
         await client.post(
-            "/v1/inventory/A/adjustments", json={"delta": 1, "reason": "restock"},
+            "/v1/inventory/A/adjustments",
+            json={"delta": 1, "reason": "restock"},
             headers=admin.headers,
         )
     seen, cursor = [], None
@@ -131,7 +137,10 @@ async def test_movements_paginate(client, admin, make_product) -> None:
 
 async def test_ledger_refuses_update_and_delete(db, client, make_product) -> None:
     await make_product(("A", 5))
-    for statement in ("UPDATE stock_movements SET on_hand_delta = 99", "DELETE FROM stock_movements"):
+    for statement in (
+        "UPDATE stock_movements SET on_hand_delta = 99",
+        "DELETE FROM stock_movements",
+    ):
         with pytest.raises(DBAPIError, match="append-only"):
             async with db.transaction() as session:
                 await session.execute(text(statement))

@@ -48,7 +48,9 @@ async def test_admin_sweep_endpoint(client, admin, db, make_product) -> None:
     assert response.status_code == 200
     body = response.json()
     assert {k: body[k] for k in ("expired_holds", "expired_checkouts", "released_units")} == {
-        "expired_holds": 1, "expired_checkouts": 0, "released_units": 4
+        "expired_holds": 1,
+        "expired_checkouts": 0,
+        "released_units": 4,
     }
     assert body["duration_ms"] >= 0
     assert (await client.get("/v1/inventory/A")).json()["reserved"] == 0

@@ -26,7 +26,7 @@ async def _get(settings: Settings, db: Database, path: str) -> httpx.Response:
 
 async def test_readyz_is_503_naming_the_database_when_it_is_down(tmp_path) -> None:
     url = "postgresql+asyncpg://kassa:secret-pw@127.0.0.1:1/nothing"
-    settings = Settings(_env_file=None, database_url=url, secret_key=SECRET)  # type: ignore[call-arg,arg-type]
+    settings = Settings(_env_file=None, database_url=url, secret_key=SECRET)
     db = Database(url)
     try:
         response = await _get(settings, db, "/readyz")
