@@ -14,6 +14,7 @@ from kassa import clock
 from kassa.inventory.models import StockMovement
 
 movements = cast(Table, StockMovement.__table__)
+_INSERT = insert(movements)
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ async def record(
     if not entries:
         return
     when = at or clock.now()
-    await conn.execute(insert(movements), [entry.row(when) for entry in entries])
+    await conn.execute(_INSERT, [entry.row(when) for entry in entries])
 
 
 async def list_movements(

@@ -85,7 +85,11 @@ class StockMovement(Base):
     """The append-only ledger (promise 4): database triggers refuse UPDATE and DELETE."""
 
     __tablename__ = "stock_movements"
-    __table_args__ = (Index("ix_stock_movements_sku_id", "sku", "id"),)
+    __table_args__ = (
+        Index("ix_stock_movements_sku_id", "sku", "id"),
+        # Nobody reads the new ids back on insert; skip the RETURNING that would fetch them.
+        {"implicit_returning": False},
+    )
 
     id: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
