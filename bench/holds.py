@@ -62,21 +62,27 @@ PROFILE_TOP = 25
 # conditional UPDATE decides and the three inserts follow only for the row it returns
 # (`_HOLD_ONE_LINE_PG`), inside BEGIN ... COMMIT. The baseline runs the same SQL.
 HOLD_ONE_LINE = """
-WITH taken AS (
+WITH overdue AS (
+    SELECT 1 FROM hold_lines
+    WHERE $7::boolean AND sku = $1::varchar AND active_until <= $6::timestamptz
+    LIMIT 1
+), taken AS (
     UPDATE stock_levels SET reserved = reserved + $2::bigint
     WHERE sku = $1::varchar AND on_hand - reserved >= $2::bigint
+      AND NOT EXISTS (SELECT 1 FROM overdue)
     RETURNING sku
 ), hold AS (
     INSERT INTO holds (id, state, expires_at, reference, created_at)
     SELECT $3::varchar, 'active', $4::timestamptz, $5::varchar, $6::timestamptz FROM taken
 ), line AS (
-    INSERT INTO hold_lines (hold_id, sku, quantity) SELECT $3::varchar, sku, $2::bigint FROM taken
+    INSERT INTO hold_lines (hold_id, sku, quantity, active_until)
+    SELECT $3::varchar, sku, $2::bigint, $4::timestamptz FROM taken
 ), entry AS (
     INSERT INTO stock_movements
         (sku, kind, on_hand_delta, reserved_delta, reference_type, reference_id, created_at)
     SELECT sku, 'hold', 0, $2::bigint, 'hold', $3::varchar, $6::timestamptz FROM taken
 )
-SELECT count(*) FROM taken
+SELECT (SELECT count(*) FROM taken), (SELECT count(*) FROM overdue)
 """
 
 # `--raw-statements`: the same work as four separate statements (four round trips), the way a
@@ -87,7 +93,9 @@ TAKE = (
 INSERT_HOLD = (
     "INSERT INTO holds (id, state, expires_at, reference, created_at) VALUES ($1, $2, $3, $4, $5)"
 )
-INSERT_LINE = "INSERT INTO hold_lines (hold_id, sku, quantity) VALUES ($1, $2, $3)"
+INSERT_LINE = (
+    "INSERT INTO hold_lines (hold_id, sku, quantity, active_until) VALUES ($1, $2, $3, $4)"
+)
 INSERT_MOVEMENT = (
     "INSERT INTO stock_movements (sku, kind, on_hand_delta, reserved_delta, reference_type, "
     "reference_id, reason, actor_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
@@ -400,13 +408,15 @@ async def run_raw(
         hold_id = new_id("hold")
         async with pool.acquire() as conn, conn.transaction():
             if not args.raw_statements:
-                if await conn.fetchval(HOLD_ONE_LINE, sku, 1, hold_id, now + ttl, None, now) != 1:
+                expires = now + ttl
+                row = await conn.fetchrow(HOLD_ONE_LINE, sku, 1, hold_id, expires, None, now, True)
+                if row is None or row[0] != 1:
                     raise RuntimeError(f"not enough stock for {sku}")
                 return
             if await conn.execute(TAKE, sku, 1) != "UPDATE 1":
                 raise RuntimeError(f"not enough stock for {sku}")
             await conn.execute(INSERT_HOLD, hold_id, "active", now + ttl, None, now)
-            await conn.execute(INSERT_LINE, hold_id, sku, 1)
+            await conn.execute(INSERT_LINE, hold_id, sku, 1, now + ttl)
             await conn.execute(INSERT_MOVEMENT, sku, "hold", 0, 1, "hold", hold_id, None, None, now)
 
     try:

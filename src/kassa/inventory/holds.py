@@ -4,7 +4,8 @@ Promise 1 (no oversell) rests on one conditional UPDATE per SKU, never a read-th
 Promise 2 (all-or-nothing, no deadlock) rests on touching stock rows in one global order (sorted
 SKU; SKUs are unique and never change, so this is the same total order as sorted variant id would
 be) and on a savepoint around multi-line holds, whose rollback also drops the row locks taken.
-Lock order everywhere: hold rows first, then stock rows in SKU order.
+Lock order everywhere: hold rows first, then stock rows in SKU order. That is why a hold reclaims
+the overdue holds on its SKUs (promise 3) *before* it takes any stock, never after a failed take.
 
 `place_holds` serves several hold requests in one transaction, each one all-or-nothing on its own,
 so that a combiner can later merge concurrent requests on a hot SKU into one round of statements.
@@ -178,10 +179,27 @@ _CONSUME = (
 async def place_holds(
     session: AsyncSession, requests: Sequence[HoldRequest], *, now: datetime | None = None
 ) -> list[HoldView | Refusal]:
-    """Hold stock for each request, each all-or-nothing; one result per request, in order."""
+    """Hold stock for each request, each all-or-nothing; one result per request, in order.
+
+    Call it before the transaction has locked any stock row: with several requests it reclaims
+    the overdue holds on all their SKUs first, then locks every one of those stock rows in SKU
+    order, so that the whole batch still follows the one global lock order.
+    """
     conn = await session.connection()
     at = now or clock.now()
-    return [await _place_one(conn, request, at) for request in requests]
+    if len(requests) == 1:
+        return [await _place_one(conn, requests[0], at)]
+    skus = sorted({sku for request in requests for sku, _ in request.lines})
+    await reclaim_expired(conn, skus, at)
+    await conn.execute(
+        select(stock.c.sku).where(stock.c.sku.in_(skus)).order_by(stock.c.sku).with_for_update()
+    )
+    outcomes: list[HoldView | Refusal] = []
+    for request in requests:
+        hold = _new_hold(request, at)
+        placed = await _place_lines(conn, hold)
+        outcomes.append(hold if placed else await _refusal(conn, request.lines))
+    return outcomes
 
 
 async def hold_stock(
@@ -200,31 +218,37 @@ async def hold_stock(
     return outcome
 
 
-async def _place_one(
-    conn: AsyncConnection, request: HoldRequest, now: datetime
-) -> HoldView | Refusal:
-    lines = request.lines
-    hold = HoldView(
+def _new_hold(request: HoldRequest, now: datetime) -> HoldView:
+    return HoldView(
         id=new_id("hold"),
         state="active",
         expires_at=now + timedelta(seconds=request.ttl_seconds),
         reference=request.reference,
         created_at=now,
-        lines=list(lines),
+        lines=list(request.lines),
     )
-    place = (
-        _place_one_line_pg
-        if len(lines) == 1 and conn.dialect.name == "postgresql"
-        else _place_lines
-    )
-    # Too little stock: holds that are past their expiry but not yet swept give theirs back now
-    # (promise 3), then the lines are tried once more.
-    if not await place(conn, hold) and (
-        await reclaim_expired(conn, [sku for sku, _ in lines], now) == 0
-        or not await place(conn, hold)
-    ):
-        return await _refusal(conn, lines)
-    return hold
+
+
+async def _place_one(
+    conn: AsyncConnection, request: HoldRequest, now: datetime
+) -> HoldView | Refusal:
+    """Lazy reclaim of the overdue holds on the request's SKUs, then every line or none."""
+    hold = _new_hold(request, now)
+    skus = [sku for sku, _ in request.lines]
+    if len(request.lines) == 1 and conn.dialect.name == "postgresql":
+        outcome = await _place_one_line_pg(conn, hold, now, skip_if_overdue=True)
+        if outcome == _OVERDUE:
+            # Try again whatever the reclaim returns: zero can mean that another transaction
+            # was giving the same units back, and they are there now.
+            await reclaim_expired(conn, skus, now)
+            outcome = await _place_one_line_pg(conn, hold, now, skip_if_overdue=False)
+        return hold if outcome == _PLACED else await _refusal(conn, request.lines)
+    # Lazy reclaim (promise 3) first, before this transaction locks any stock row, so the lock
+    # order (hold rows, then stock rows) is kept; then every line or none.
+    await reclaim_expired(conn, skus, now)
+    if await _place_lines(conn, hold):
+        return hold
+    return await _refusal(conn, request.lines)
 
 
 async def _place_lines(conn: AsyncConnection, hold: HoldView) -> bool:
@@ -242,7 +266,11 @@ async def _place_lines(conn: AsyncConnection, hold: HoldView) -> bool:
         },
     )
     await conn.execute(
-        _INSERT_LINES, [{"hold_id": hold.id, "sku": s, "quantity": q} for s, q in hold.lines]
+        _INSERT_LINES,
+        [
+            {"hold_id": hold.id, "sku": s, "quantity": q, "active_until": hold.expires_at}
+            for s, q in hold.lines
+        ],
     )
     await ledger.record(
         conn,
@@ -252,54 +280,14 @@ async def _place_lines(conn: AsyncConnection, hold: HoldView) -> bool:
     return True
 
 
-# The same work as _place_lines for a one-line hold, in one statement and one round trip: the
-# conditional UPDATE decides, and the inserts happen only for the row it returns. The stock row
-# stays locked from this statement to COMMIT, so the hot path keeps that window short.
-# PostgreSQL only: SQLite has no data-modifying WITH.
-_HOLD_ONE_LINE_PG = text(
-    """
-WITH taken AS (
-    UPDATE stock_levels SET reserved = reserved + CAST(:qty AS BIGINT)
-    WHERE sku = CAST(:sku AS VARCHAR) AND on_hand - reserved >= CAST(:qty AS BIGINT)
-    RETURNING sku
-), hold AS (
-    INSERT INTO holds (id, state, expires_at, reference, created_at)
-    SELECT CAST(:hold_id AS VARCHAR), 'active', CAST(:expires_at AS TIMESTAMPTZ),
-           CAST(:reference AS VARCHAR), CAST(:now AS TIMESTAMPTZ)
-    FROM taken
-), line AS (
-    INSERT INTO hold_lines (hold_id, sku, quantity)
-    SELECT CAST(:hold_id AS VARCHAR), sku, CAST(:qty AS BIGINT) FROM taken
-), entry AS (
-    INSERT INTO stock_movements
-        (sku, kind, on_hand_delta, reserved_delta, reference_type, reference_id, created_at)
-    SELECT sku, 'hold', 0, CAST(:qty AS BIGINT), 'hold', CAST(:hold_id AS VARCHAR),
-           CAST(:now AS TIMESTAMPTZ)
-    FROM taken
-)
-SELECT count(*) FROM taken
-"""
-).bindparams(bindparam("expires_at", type_=UTCDateTime()), bindparam("now", type_=UTCDateTime()))
-
-
-async def _place_one_line_pg(conn: AsyncConnection, hold: HoldView) -> bool:
-    [(sku, quantity)] = hold.lines
-    result = await conn.execute(
-        _HOLD_ONE_LINE_PG,
-        {
-            "sku": sku,
-            "qty": quantity,
-            "hold_id": hold.id,
-            "expires_at": hold.expires_at,
-            "reference": hold.reference,
-            "now": hold.created_at,
-        },
-    )
-    return int(result.scalar_one()) == 1
-
-
 async def _take(conn: AsyncConnection, lines: Sequence[tuple[str, int]]) -> bool:
-    """Reserve every line or none. Lines are in SKU order, so rows are locked in that order."""
+    """Reserve every line or none. Lines are in SKU order, so rows are locked in that order.
+
+    On PostgreSQL a conditional UPDATE that waited for another transaction and then found too
+    little stock keeps the row locked; rolling the savepoint back drops that lock as well. One
+    line needs no savepoint: it runs here only on SQLite (one writer at a time) or inside a
+    batch whose rows are already locked (one-line holds on PostgreSQL take `_HOLD_ONE_LINE_PG`).
+    """
     if len(lines) == 1:
         sku, quantity = lines[0]
         result = await conn.execute(_TAKE, {"b_sku": sku, "b_qty": quantity})
@@ -312,6 +300,69 @@ async def _take(conn: AsyncConnection, lines: Sequence[tuple[str, int]]) -> bool
             return False
     await savepoint.commit()
     return True
+
+
+_PLACED, _SHORT, _OVERDUE = "placed", "short", "overdue"
+
+# A one-line hold on PostgreSQL in one statement and one round trip, so the stock row stays
+# locked only from this statement to COMMIT. The conditional UPDATE decides; the inserts happen
+# only for the row it returns. With :skip_if_overdue, the UPDATE does not even touch the row
+# while an overdue hold still holds units of this SKU (one index probe): the caller reclaims
+# first, holding no stock lock, and comes back. SQLite has no data-modifying WITH; it takes the
+# statement-by-statement path.
+_HOLD_ONE_LINE_PG = text(
+    """
+WITH overdue AS (
+    SELECT 1 FROM hold_lines
+    WHERE CAST(:skip_if_overdue AS BOOLEAN)
+      AND sku = CAST(:sku AS VARCHAR) AND active_until <= CAST(:now AS TIMESTAMPTZ)
+    LIMIT 1
+), taken AS (
+    UPDATE stock_levels SET reserved = reserved + CAST(:qty AS BIGINT)
+    WHERE sku = CAST(:sku AS VARCHAR) AND on_hand - reserved >= CAST(:qty AS BIGINT)
+      AND NOT EXISTS (SELECT 1 FROM overdue)
+    RETURNING sku
+), hold AS (
+    INSERT INTO holds (id, state, expires_at, reference, created_at)
+    SELECT CAST(:hold_id AS VARCHAR), 'active', CAST(:expires_at AS TIMESTAMPTZ),
+           CAST(:reference AS VARCHAR), CAST(:now AS TIMESTAMPTZ)
+    FROM taken
+), line AS (
+    INSERT INTO hold_lines (hold_id, sku, quantity, active_until)
+    SELECT CAST(:hold_id AS VARCHAR), sku, CAST(:qty AS BIGINT), CAST(:expires_at AS TIMESTAMPTZ)
+    FROM taken
+), entry AS (
+    INSERT INTO stock_movements
+        (sku, kind, on_hand_delta, reserved_delta, reference_type, reference_id, created_at)
+    SELECT sku, 'hold', 0, CAST(:qty AS BIGINT), 'hold', CAST(:hold_id AS VARCHAR),
+           CAST(:now AS TIMESTAMPTZ)
+    FROM taken
+)
+SELECT (SELECT count(*) FROM taken), (SELECT count(*) FROM overdue)
+"""
+).bindparams(bindparam("expires_at", type_=UTCDateTime()), bindparam("now", type_=UTCDateTime()))
+
+
+async def _place_one_line_pg(
+    conn: AsyncConnection, hold: HoldView, now: datetime, *, skip_if_overdue: bool
+) -> str:
+    [(sku, quantity)] = hold.lines
+    result = await conn.execute(
+        _HOLD_ONE_LINE_PG,
+        {
+            "skip_if_overdue": skip_if_overdue,
+            "sku": sku,
+            "qty": quantity,
+            "hold_id": hold.id,
+            "expires_at": hold.expires_at,
+            "reference": hold.reference,
+            "now": now,
+        },
+    )
+    taken, overdue = result.one()
+    if taken:
+        return _PLACED
+    return _OVERDUE if overdue else _SHORT
 
 
 async def _refusal(conn: AsyncConnection, lines: Sequence[tuple[str, int]]) -> Refusal:
@@ -336,14 +387,8 @@ async def _refusal(conn: AsyncConnection, lines: Sequence[tuple[str, int]]) -> R
 async def reclaim_expired(conn: AsyncConnection, skus: Sequence[str], now: datetime) -> int:
     """Lazy reclaim: expire the overdue holds that hold any of `skus`. Returns how many ended."""
     result = await conn.execute(
-        select(holds.c.id)
-        .join(hold_lines, hold_lines.c.hold_id == holds.c.id)
-        .where(
-            hold_lines.c.sku.in_(skus),
-            holds.c.state == "active",
-            holds.c.expires_at <= now,
-        )
-        .order_by(holds.c.id)
+        select(hold_lines.c.hold_id)
+        .where(hold_lines.c.sku.in_(list(skus)), hold_lines.c.active_until <= now)
         .limit(RECLAIM_LIMIT)
     )
     due = sorted({row[0] for row in result})
@@ -373,6 +418,9 @@ async def end_holds(
     ended = [row[0] for row in result]
     if not ended:
         return Ended([], 0)
+    await conn.execute(
+        update(hold_lines).where(hold_lines.c.hold_id.in_(ended)).values(active_until=None)
+    )
     result = await conn.execute(
         select(hold_lines.c.hold_id, hold_lines.c.sku, hold_lines.c.quantity).where(
             hold_lines.c.hold_id.in_(ended)
