@@ -46,6 +46,13 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("CI=true needs KASSA_TEST_POSTGRES_URL (see .ci/run)")
     if IN_CI and not REDIS_URL:
         raise pytest.UsageError("CI=true needs KASSA_TEST_REDIS_URL (see .ci/run)")
+    if IN_CI and REDIS_URL:
+        import redis
+
+        try:
+            redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5).ping()
+        except redis.RedisError as error:
+            raise pytest.UsageError(f"CI=true and Redis cannot be reached: {error}") from None
 
 
 def _unreachable(what: str, error: BaseException) -> None:

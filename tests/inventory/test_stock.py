@@ -158,3 +158,17 @@ async def test_check_constraints_refuse_oversell_even_from_raw_sql(db, make_prod
         with pytest.raises(DBAPIError):
             async with db.transaction() as session:
                 await session.execute(text(statement))
+
+
+async def test_restock_service_adds_units_with_a_ledger_entry(db, make_product) -> None:
+    from kassa.inventory import ledger, service
+
+    await make_product(("A", 2))
+    level = await db.run(lambda s: service.restock(s, sku="A", quantity=3, actor_id=None))
+    assert (level.on_hand, level.reserved, level.available) == (5, 0, 5)
+    with pytest.raises(ValueError):
+        await db.run(lambda s: service.restock(s, sku="A", quantity=0, actor_id=None))
+    async with db.read() as session:
+        assert await ledger.replay(session) == {"A": (5, 0)}
+        kinds = [m.kind for m in await ledger.list_movements(session, "A", limit=10, after_id=None)]
+    assert kinds == ["initial", "restock"]

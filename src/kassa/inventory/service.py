@@ -146,6 +146,17 @@ async def adjust_stock(
     return StockView(sku, row.on_hand, row.reserved, row.low_stock_threshold)
 
 
+async def restock(
+    session: AsyncSession, *, sku: str, quantity: int, actor_id: str | None, note: str | None = None
+) -> StockView:
+    """Units arrive: on_hand grows by `quantity` (a `restock` ledger entry)."""
+    if quantity <= 0:
+        raise ValueError("a restock adds at least one unit")
+    return await adjust_stock(
+        session, sku=sku, delta=quantity, reason="restock", actor_id=actor_id, note=note
+    )
+
+
 async def set_low_stock_threshold(
     session: AsyncSession, *, variant_id: str, threshold: int
 ) -> None:
