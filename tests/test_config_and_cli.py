@@ -140,3 +140,42 @@ def test_serve_creates_the_first_admin_and_sweeps_on_an_interval(tmp_path: Path)
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_a_short_admin_password_refuses_to_start() -> None:
+    settings = Settings(_env_file=None, admin_email="a@example.com", admin_password="short")
+    with pytest.raises(ConfigError, match="KASSA_ADMIN_PASSWORD"):
+        settings.check_safe_to_start()
+
+
+def test_worker_sweeps_until_stopped(tmp_path: Path) -> None:
+    import signal
+    import sqlite3
+    import time
+
+    assert kassa(tmp_path, "db", "upgrade").returncode == 0
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KASSA_")} | {
+        "KASSA_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
+        "KASSA_SWEEP_INTERVAL_SECONDS": "0.2",
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "kassa", "worker"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        runs = 0
+        for _ in range(100):
+            time.sleep(0.2)
+            with sqlite3.connect(tmp_path / "cli.db") as conn:
+                row = conn.execute("SELECT runs FROM job_runs WHERE name = 'sweeper'").fetchone()
+            runs = row[0] if row else 0
+            if runs >= 3:
+                break
+        assert runs >= 3
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=10) == 0

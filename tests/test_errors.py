@@ -52,3 +52,79 @@ async def test_unexpected_errors_are_500_without_a_trace(settings, db) -> None:
 async def test_overlong_path_parameters_are_422(client, path) -> None:
     response = await client.get(path)
     assert response.status_code == 422
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/products/a%00b",
+        "/v1/inventory/a%00b",
+        "/v1/holds/a%00b",
+        "/v1/products?cursor=%00",
+    ],
+)
+async def test_nul_in_the_path_or_query_is_422(client, admin, path) -> None:
+    response = await client.get(path, headers=admin.headers)
+    assert response.status_code == 422
+    assert response.json()["code"] == "validation_error"
+
+
+async def test_nul_in_the_body_is_422_on_every_backend(client, admin) -> None:
+    body = {
+        "name": "nul\u0000x",
+        "slug": "nul",
+        "variants": [{"sku": "NUL-1", "name": "x", "price_amount": 1}],
+    }
+    response = await client.post("/v1/products", json=body, headers=admin.headers)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "name"
+
+
+async def test_every_422_names_what_was_wrong(client, admin, make_product) -> None:
+    await make_product(("A", 5))
+    requests = [
+        ("POST", "/v1/inventory/A/adjustments", {"delta": 0, "reason": "restock"}),
+        ("POST", "/v1/holds", {"lines": [{"sku": "A", "quantity": 0}]}),
+        (
+            "POST",
+            "/v1/products",
+            {
+                "name": "x",
+                "slug": "x",
+                "vendor_id": admin.id,
+                "variants": [{"sku": "X", "name": "x", "price_amount": 1}],
+            },
+        ),
+        ("GET", "/v1/products?cursor=abc%25", None),
+        ("GET", "/v1/inventory/A/movements?cursor=OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5", None),
+        ("GET", "/v1/inventory/A/movements?cursor=YWJj", None),
+        ("PATCH", "/v1/products/x", {"price_amount": -1}),
+    ]
+    for method, path, body in requests:
+        response = await client.request(method, path, json=body, headers=admin.headers)
+        assert response.status_code == 422, (path, response.text)
+        problem = response.json()
+        assert problem["code"] == "validation_error"
+        assert problem["errors"] and all(e["field"] for e in problem["errors"]), path
+
+
+async def test_a_transient_database_error_is_503_with_retry_after(settings, db) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    app = create_app(settings, db=db, background=False)
+    router = APIRouter()
+
+    class Deadlock(Exception):
+        sqlstate = "40P01"
+
+    @router.get("/deadlock")
+    async def deadlock() -> None:
+        raise OperationalError("UPDATE stock_levels ...", {}, Deadlock("deadlock detected"))
+
+    app.include_router(router)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        response = await http.get("/deadlock")
+    assert response.status_code == 503
+    assert response.json()["code"] == "busy"
+    assert response.headers["retry-after"] == "1"

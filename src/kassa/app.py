@@ -29,7 +29,16 @@ async def ensure_admin_from_env(db: Database, settings: Settings) -> None:
         return
     password = settings.admin_password.get_secret_value()
     email = settings.admin_email
-    created = await db.run(lambda s: auth_service.ensure_admin(s, email=email, password=password))
+    try:
+        created = await db.run(
+            lambda s: auth_service.ensure_admin(s, email=email, password=password)
+        )
+    except auth_service.AdminEmailTaken as error:
+        log.warning("admin_not_created", reason=error.detail)
+        return
+    except auth_service.EmailTaken:
+        # Another process (`kassa serve --workers N`) created the same admin at the same moment.
+        return
     if created is not None:
         log.info("admin_created", email=settings.admin_email)
 

@@ -60,8 +60,11 @@ class Settings(BaseSettings):
                     "set a long random value, e.g. `python -c 'import secrets; "
                     "print(secrets.token_urlsafe(48))'`"
                 )
+        if self.admin_password is not None and len(self.admin_password.get_secret_value()) < 10:
+            problems.append("KASSA_ADMIN_PASSWORD needs at least 10 characters")
         if problems:
-            raise ConfigError("Kassa refuses to start in production: " + "; ".join(problems))
+            where = "in production" if self.is_production else "with these settings"
+            raise ConfigError(f"Kassa refuses to start {where}: " + "; ".join(problems))
 
 
 @lru_cache(maxsize=1)

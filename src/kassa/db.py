@@ -68,13 +68,28 @@ def is_transient(error: BaseException) -> bool:
     return "database is locked" in str(orig)
 
 
+def is_data_error(error: BaseException) -> bool:
+    """True for PostgreSQL's data exceptions (SQLSTATE class 22: a NUL in text, a number out of
+    range): the input was bad, not the server."""
+    if not isinstance(error, DBAPIError):
+        return False
+    orig = error.orig
+    for candidate in (orig, getattr(orig, "__cause__", None)):
+        state = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(state, str) and state.startswith("22"):
+            return True
+    return False
+
+
 class Database:
     """One engine and its session factories; the app, the CLI and the tests each build their own."""
 
     def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
         self.url = make_url(url)
         self.dialect = self.url.get_backend_name()
-        kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": False}
+        # hide_parameters: a database error's text never carries the values it was sent (a
+        # password hash, an email), so logging the error leaks nothing.
+        kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": False, "hide_parameters": True}
         if self.is_sqlite:
             # Writers queue on SQLite's own lock: give them time rather than failing fast.
             kwargs["connect_args"] = {"timeout": 30}
@@ -113,7 +128,7 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
-        """A read-only transaction (rolled back at the end)."""
+        """A read-only transaction (on SQLite a deferred BEGIN: it never waits for writers)."""
         async with self.read_sessions() as session, session.begin():
             yield session
 

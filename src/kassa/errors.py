@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 log = structlog.get_logger("kassa.errors")
 
@@ -29,6 +30,27 @@ class KassaError(Exception):
         super().__init__(detail or self.title)
         self.detail = detail or self.title
         self.extra = extra
+
+
+def field_error(field: str, message: str) -> list[dict[str, Any]]:
+    """The `errors` list of a 422 raised by a service, in the shape of validation errors."""
+    return [
+        {
+            "field": field,
+            "loc": ["body", *field.split(".")],
+            "message": message,
+            "type": "value_error",
+        }
+    ]
+
+
+class InvalidInput(KassaError):
+    """Input that passed the schema but breaks a rule; 422 naming the field."""
+
+    status, code, title = 422, "validation_error", "Invalid request"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"Invalid fields: {field}: {message}", errors=field_error(field, message))
 
 
 class NotFound(KassaError):
@@ -96,7 +118,38 @@ def _clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
     return cleaned
 
 
+class RefuseNulMiddleware:
+    """A NUL character in the path or query is a 422 before any endpoint runs."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (
+            "\x00" in scope.get("path", "") or b"%00" in scope.get("query_string", b"").lower()
+        ):
+            response = problem(
+                422,
+                "validation_error",
+                "Invalid request",
+                "the path or query contains a NUL character",
+                errors=[
+                    {
+                        "field": "path",
+                        "loc": ["path"],
+                        "message": "NUL character",
+                        "type": "value_error",
+                    }
+                ],
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_middleware(RefuseNulMiddleware)
+
     @app.exception_handler(KassaError)
     async def _kassa_error(_request: Request, error: KassaError) -> JSONResponse:
         response = problem(error.status, error.code, error.title, error.detail, **error.extra)
@@ -131,8 +184,18 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
-        from kassa.db import is_transient
+        from kassa.db import is_data_error, is_transient
 
+        if is_data_error(error):
+            # Input the schemas let through but the database refuses as data (a character it
+            # cannot store, a number out of its range): the caller's input, so a 422.
+            return problem(
+                422,
+                "validation_error",
+                "Invalid request",
+                "a value in the request cannot be stored",
+                errors=[],
+            )
         if is_transient(error):
             # Retried already where it is safe to; the client may simply try again.
             log.warning("transient_database_error", path=request.url.path)

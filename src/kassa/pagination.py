@@ -27,6 +27,19 @@ Cursor = Annotated[
 class InvalidCursor(KassaError):
     status, code, title = 422, "validation_error", "Invalid cursor"
 
+    def __init__(self) -> None:
+        super().__init__(
+            "the cursor is not one this API handed out",
+            errors=[
+                {
+                    "field": "cursor",
+                    "loc": ["query", "cursor"],
+                    "message": "invalid cursor",
+                    "type": "value_error",
+                }
+            ],
+        )
+
 
 class Page(BaseModel, Generic[T]):
     data: list[T]
@@ -40,19 +53,22 @@ def encode_cursor(position: str) -> str:
 def decode_cursor(cursor: str | None) -> str | None:
     if cursor is None:
         return None
+    if not _CURSOR.fullmatch(cursor):
+        raise InvalidCursor()
     try:
-        if not _CURSOR.fullmatch(cursor):
-            raise ValueError("not base64url")
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        position = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidCursor(
-            "the cursor is not one this API handed out",
-            errors=[
-                {
-                    "field": "cursor",
-                    "loc": ["query", "cursor"],
-                    "message": "invalid cursor",
-                    "type": "value_error",
-                }
-            ],
-        ) from None
+        raise InvalidCursor() from None
+    if "\x00" in position:
+        raise InvalidCursor()
+    return position
+
+
+def decode_int_cursor(cursor: str | None) -> int | None:
+    """A cursor that stands for a row number (a 64-bit integer id)."""
+    position = decode_cursor(cursor)
+    if position is None:
+        return None
+    if not position.isascii() or not position.isdigit() or int(position) >= 2**63:
+        raise InvalidCursor()
+    return int(position)

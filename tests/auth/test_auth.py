@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import jwt
+import pytest
+from pydantic import SecretStr
 
 from kassa import clock
 from tests.conftest import SECRET
@@ -66,6 +69,82 @@ async def test_a_token_of_another_type_is_refused(client, make_user) -> None:
 
 
 async def test_bad_login_input_is_422(client) -> None:
-    for body in ({"email": "not-an-email", "password": "x"}, {"email": "a@b.co"}, {}):
+    bodies = [
+        {"email": "a@b.co"},
+        {},
+        {"email": 5, "password": "x"},
+        {"email": "a\u0000b@example.com", "password": "x"},
+        {"email": "a@b.co", "password": "x" * 2000},
+    ]
+    for body in bodies:
         response = await client.post("/v1/auth/login", json=body)
-        assert response.status_code == 422
+        assert response.status_code == 422, body
+        assert response.json()["code"] == "validation_error"
+        assert response.json()["errors"]
+
+
+async def test_any_address_may_try_to_sign_in(client, make_user) -> None:
+    # The form never refuses an address: unknown ones are simply wrong credentials.
+    response = await client.post(
+        "/v1/auth/login", json={"email": "not-an-email", "password": "whatever-it-is"}
+    )
+    assert (response.status_code, response.json()["code"]) == (401, "unauthenticated")
+    assert response.headers["www-authenticate"] == "Bearer"
+    staff = await make_user("admin", email="ops@shop.example")
+    response = await client.post(
+        "/v1/auth/login", json={"email": staff.email, "password": "correct-horse-battery"}
+    )
+    assert response.status_code == 200
+
+
+async def test_users_need_a_valid_email_and_a_long_password(db) -> None:
+    from kassa.auth import service
+    from kassa.errors import InvalidInput
+
+    for email, password, field in (
+        ("admin", "long-enough-password", "email"),
+        ("a@example.com", "short", "password"),
+    ):
+        with pytest.raises(InvalidInput) as caught:
+            await db.run(
+                lambda s, e=email, p=password: service.create_user(
+                    s, email=e, password=p, role="customer"
+                )
+            )
+        assert caught.value.extra["errors"][0]["field"] == field
+
+
+async def test_first_admin_from_the_environment(db, settings, client) -> None:
+    from kassa.app import ensure_admin_from_env
+    from kassa.auth import service
+
+    configured = settings.model_copy(
+        update={"admin_email": "Boss@Example.com", "admin_password": SecretStr("boss-password-1")}
+    )
+    # Several worker processes start at once: one admin, and none of them fails.
+    await asyncio.gather(*(ensure_admin_from_env(db, configured) for _ in range(4)))
+    await ensure_admin_from_env(db, configured)
+    response = await client.post(
+        "/v1/auth/login", json={"email": "boss@example.com", "password": "boss-password-1"}
+    )
+    me = await client.get(
+        "/v1/auth/me", headers={"Authorization": f"Bearer {response.json()['access_token']}"}
+    )
+    assert me.json()["role"] == "admin"
+    async with db.read() as session:
+        user = await service.find_user_by_email(session, "boss@example.com")
+    assert user is not None
+
+
+async def test_the_environment_never_promotes_an_existing_account(db, settings, make_user) -> None:
+    from kassa.app import ensure_admin_from_env
+    from kassa.auth import service
+
+    await make_user("customer", email="taken@example.com")
+    configured = settings.model_copy(
+        update={"admin_email": "taken@example.com", "admin_password": SecretStr("boss-password-1")}
+    )
+    await ensure_admin_from_env(db, configured)
+    async with db.read() as session:
+        user = await service.find_user_by_email(session, "taken@example.com")
+    assert user is not None and user.role == "customer"

@@ -184,3 +184,29 @@ async def test_list_paginates_with_a_cursor(client, make_product) -> None:
     for bad in ("?limit=0", "?limit=101", "?limit=abc", "?cursor=%%%"):
         response = await client.get("/v1/products" + bad)
         assert response.status_code == 422, bad
+
+
+async def test_stock_of_an_inactive_product_is_hidden_too(client, admin, make_user) -> None:
+    product = (await client.post("/v1/products", json=PRODUCT, headers=admin.headers)).json()
+    await client.patch(
+        f"/v1/products/{product['id']}", json={"active": False}, headers=admin.headers
+    )
+    assert (await client.get("/v1/inventory/LAMP-S")).status_code == 404
+    customer = await make_user("customer")
+    assert (await client.get("/v1/inventory/LAMP-S", headers=customer.headers)).status_code == 404
+    assert (await client.get("/v1/inventory/LAMP-S", headers=admin.headers)).status_code == 200
+
+
+async def test_product_price_sets_every_variant_and_thresholds_change(client, admin) -> None:
+    product = (await client.post("/v1/products", json=PRODUCT, headers=admin.headers)).json()
+    response = await client.patch(
+        f"/v1/products/{product['id']}", json={"price_amount": 4200}, headers=admin.headers
+    )
+    assert [v["price_amount"] for v in response.json()["variants"]] == [4200, 4200]
+    variant_id = response.json()["variants"][0]["id"]
+    response = await client.patch(
+        f"/v1/variants/{variant_id}", json={"low_stock_threshold": 7}, headers=admin.headers
+    )
+    assert response.json()["low_stock_threshold"] == 7
+    low = (await client.get("/v1/inventory/low-stock", headers=admin.headers)).json()["data"]
+    assert variant_id in [item["variant_id"] for item in low]

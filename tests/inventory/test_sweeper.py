@@ -30,14 +30,26 @@ async def test_sweep_expires_only_due_holds(db, settings, make_product) -> None:
     assert json.loads(run.last_result or "{}")["expired_holds"] == 0
 
 
-async def test_sweep_works_in_batches(db, settings, make_product) -> None:
+async def test_sweep_works_in_batches(db, settings, make_product, monkeypatch) -> None:
+    from kassa.inventory import sweeper
+
     await make_product(("A", 100))
     for _ in range(7):
         await db.run(lambda s: holds.hold_stock(s, [("A", 1)], ttl_seconds=5))
     clock.advance(timedelta(seconds=6))
+    batches: list[int] = []
+    expire = sweeper.expire_due_holds
+
+    async def counting(session, *, now, limit):
+        expired = await expire(session, now=now, limit=limit)
+        batches.append(expired[0])
+        return expired
+
+    monkeypatch.setattr(sweeper, "expire_due_holds", counting)
     small = settings.model_copy(update={"sweep_batch_size": 3})
     result = await run_sweep(db, small)
     assert (result.expired_holds, result.released_units) == (7, 7)
+    assert batches == [3, 3, 1]
 
 
 async def test_admin_sweep_endpoint(client, admin, db, make_product) -> None:

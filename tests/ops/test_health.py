@@ -56,3 +56,23 @@ async def test_openapi_and_docs_are_served(client) -> None:
         assert path in spec["paths"]
     docs = await client.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+async def test_readyz_does_not_wait_for_a_long_sqlite_write(tmp_path, sqlite_backend) -> None:
+    import shutil
+    import sqlite3
+
+    target = tmp_path / "busy.db"
+    shutil.copy(sqlite_backend.url, target)
+    url = f"sqlite+aiosqlite:///{target}"
+    settings = Settings(_env_file=None, database_url=url, secret_key=SECRET)
+    db = Database(url)
+    writer = sqlite3.connect(target, isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")  # holds the write lock for the whole check
+        response = await _get(settings, db, "/readyz")
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+        await db.dispose()
+    assert response.status_code == 200

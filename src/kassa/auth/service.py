@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kassa.auth.models import ROLES, User
 from kassa.auth.passwords import hash_password, needs_rehash, verify_password
-from kassa.errors import Conflict, KassaError, Unauthenticated
+from kassa.errors import Conflict, InvalidInput, KassaError, Unauthenticated
 from kassa.ids import new_id
 
 MIN_PASSWORD_LENGTH = 10
@@ -16,10 +17,6 @@ MIN_PASSWORD_LENGTH = 10
 
 class EmailTaken(Conflict):
     title = "Email already registered"
-
-
-class WeakPassword(KassaError):
-    status, code, title = 422, "validation_error", "Password too weak"
 
 
 class InvalidCredentials(Unauthenticated):
@@ -34,7 +31,12 @@ async def create_user(session: AsyncSession, *, email: str, password: str, role:
     if role not in ROLES:
         raise KassaError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise WeakPassword(f"passwords need at least {MIN_PASSWORD_LENGTH} characters")
+        raise InvalidInput("password", f"needs at least {MIN_PASSWORD_LENGTH} characters")
+    try:
+        # Syntax only: no DNS lookup, so staff addresses on private domains are fine.
+        validate_email(email, check_deliverability=False, globally_deliverable=False)
+    except EmailNotValidError as error:
+        raise InvalidInput("email", str(error)) from None
     user = User(
         id=new_id("usr"),
         email=normalize_email(email),
@@ -72,15 +74,24 @@ async def authenticate(session: AsyncSession, *, email: str, password: str) -> U
     return user
 
 
+class AdminEmailTaken(Conflict):
+    title = "The admin email belongs to another account"
+
+
 async def ensure_admin(session: AsyncSession, *, email: str, password: str) -> User | None:
-    """Create the first admin from the environment; does nothing once any admin exists."""
+    """Create the first admin from the environment; does nothing once any admin exists.
+
+    An existing account with that email is never promoted: whoever registered it first would
+    become admin, and the password set in the environment would not be theirs.
+    """
     admins = await session.scalar(
         select(func.count()).select_from(User).where(User.role == "admin")
     )
     if admins:
         return None
-    existing = await find_user_by_email(session, email)
-    if existing is not None:
-        existing.role = "admin"
-        return existing
+    if await find_user_by_email(session, email) is not None:
+        raise AdminEmailTaken(
+            f"{normalize_email(email)} is a non-admin account; create the admin with "
+            "`kassa users create --role admin`"
+        )
     return await create_user(session, email=email, password=password, role="admin")

@@ -5,25 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints
 
-MAX_AMOUNT = 10**12  # minor units: ten billion in a two-decimal currency
-MAX_STOCK = 10**9
+from kassa.fields import Amount, Input, Sku, StockCount
 
-Sku = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", max_length=120)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Currency = Annotated[str, StringConstraints(pattern=r"^[a-z]{3}$")]
-Amount = Annotated[int, Field(ge=0, le=MAX_AMOUNT)]
-StockCount = Annotated[int, Field(ge=0, le=MAX_STOCK)]
 
 
-class _Input(BaseModel):
-    # Strict: "19.99" or 19.99 for an integer amount is a 422, not a silent conversion.
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class VariantCreate(_Input):
+class VariantCreate(Input):
     sku: Sku
     name: Name
     price_amount: Amount
@@ -32,7 +23,7 @@ class VariantCreate(_Input):
     low_stock_threshold: StockCount = 0
 
 
-class ProductCreate(_Input):
+class ProductCreate(Input):
     name: Name
     slug: Slug
     description: Annotated[str, Field(max_length=10_000)] = ""
@@ -42,13 +33,16 @@ class ProductCreate(_Input):
     )
 
 
-class ProductPatch(_Input):
+class ProductPatch(Input):
     name: Name | None = None
     description: Annotated[str, Field(max_length=10_000)] | None = None
     active: bool | None = None
+    price_amount: Amount | None = Field(
+        default=None, description="Sets the price of every variant of the product"
+    )
 
 
-class VariantPatch(_Input):
+class VariantPatch(Input):
     name: Name | None = None
     price_amount: Amount | None = None
     active: bool | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -13,7 +13,7 @@ from kassa.auth import service as auth_service
 from kassa.auth.principal import Principal
 from kassa.catalog.models import Product, Variant
 from kassa.catalog.schemas import ProductCreate, ProductPatch, VariantOut, VariantPatch
-from kassa.errors import Conflict, KassaError, NotFound
+from kassa.errors import Conflict, InvalidInput, NotFound
 from kassa.ids import new_id
 from kassa.inventory import service as inventory
 from kassa.inventory.service import StockView
@@ -29,10 +29,6 @@ class VariantNotFound(NotFound):
 
 class DuplicateProduct(Conflict):
     title = "Slug or SKU already in use"
-
-
-class InvalidVendor(KassaError):
-    status, code, title = 422, "validation_error", "Unknown vendor"
 
 
 @dataclass
@@ -59,7 +55,7 @@ async def create_product(
     if vendor_id is not None and creator.is_admin:
         vendor = await auth_service.get_user(session, vendor_id)
         if vendor is None or vendor.role != "vendor":
-            raise InvalidVendor(f"{vendor_id} is not a vendor")
+            raise InvalidInput("vendor_id", f"{vendor_id} is not a vendor")
     skus = [v.sku for v in data.variants]
     if len(set(skus)) != len(skus):
         raise DuplicateProduct("the same SKU appears twice in this product")
@@ -178,6 +174,13 @@ async def update_product(
     if changes.active is not None:
         product.is_active = changes.active
     product.updated_at = clock.now()
+    if changes.price_amount is not None:
+        await session.execute(
+            update(Variant)
+            .where(Variant.product_id == product.id)
+            .values(price_amount=changes.price_amount, updated_at=product.updated_at)
+            .execution_options(synchronize_session=False)
+        )
     await session.flush()
     [detail] = await _with_variants(session, [product])
     return detail
@@ -206,18 +209,28 @@ async def update_variant(
     return variant, stock[variant.id]
 
 
-async def vendor_of_sku(session: AsyncSession, sku: str) -> str | None:
-    """The vendor who owns `sku`'s product (None: the shop itself); NotFound if no such SKU."""
+@dataclass(frozen=True)
+class SkuOwner:
+    vendor_id: str | None  # None: the shop itself
+    active: bool  # the product and the variant are both active
+
+    def visible_to(self, viewer: Principal | None) -> bool:
+        return self.active or (viewer is not None and viewer.owns(self.vendor_id))
+
+
+async def owner_of_sku(session: AsyncSession, sku: str) -> SkuOwner:
+    """Who owns `sku` and whether buyers may see it; NotFound if there is no such SKU."""
     row = (
         await session.execute(
-            select(Product.vendor_id)
+            select(Product.vendor_id, Product.is_active, Variant.is_active)
             .join(Variant, Variant.product_id == Product.id)
             .where(Variant.sku == sku)
         )
     ).first()
     if row is None:
         raise inventory.SkuNotFound(f"no SKU {sku}")
-    return row[0]
+    vendor_id, product_active, variant_active = row
+    return SkuOwner(vendor_id, bool(product_active and variant_active))
 
 
 def variant_out(variant: Variant, stock: StockView | None) -> VariantOut:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from kassa.auth.deps import AdminPrincipal, StaffPrincipal
+from kassa.auth.deps import AdminPrincipal, OptionalPrincipal, StaffPrincipal
 from kassa.auth.principal import Principal
 from kassa.catalog import service as catalog
 from kassa.deps import AppSettings, ReadSession, WriteSession
-from kassa.errors import KassaError
 from kassa.inventory import holds, ledger, service
 from kassa.inventory.schemas import (
     AdjustmentIn,
@@ -21,16 +21,20 @@ from kassa.inventory.schemas import (
     MovementOut,
     StockOut,
 )
-from kassa.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor
+from kassa.pagination import (
+    DEFAULT_LIMIT,
+    Cursor,
+    Limit,
+    Page,
+    decode_cursor,
+    decode_int_cursor,
+    encode_cursor,
+)
 
 router = APIRouter(tags=["inventory"])
 
 SkuPath = Annotated[str, Path(max_length=64)]
 HoldId = Annotated[str, Path(max_length=64)]
-
-
-class ZeroAdjustment(KassaError):
-    status, code, title = 422, "validation_error", "An adjustment must change the stock"
 
 
 def stock_out(level: service.StockView) -> StockOut:
@@ -50,11 +54,9 @@ def hold_out(view: holds.HoldView) -> HoldOut:
     )
 
 
-async def _require_sku_manager(
-    session: ReadSession | WriteSession, sku: str, who: Principal
-) -> None:
-    vendor_id = await catalog.vendor_of_sku(session, sku)
-    if not who.owns(vendor_id):
+async def _require_sku_manager(session: AsyncSession, sku: str, who: Principal) -> None:
+    owner = await catalog.owner_of_sku(session, sku)
+    if not who.owns(owner.vendor_id):
         # Someone else's SKU answers like an unknown one.
         raise service.SkuNotFound(f"no SKU {sku}")
 
@@ -81,7 +83,10 @@ async def low_stock(
 
 
 @router.get("/v1/inventory/{sku}", response_model=StockOut)
-async def get_stock(sku: SkuPath, session: ReadSession) -> StockOut:
+async def get_stock(sku: SkuPath, session: ReadSession, principal: OptionalPrincipal) -> StockOut:
+    if not (await catalog.owner_of_sku(session, sku)).visible_to(principal):
+        # An inactive product's stock is hidden like the product itself.
+        raise service.SkuNotFound(f"no SKU {sku}")
     return stock_out(await service.get_stock(session, sku))
 
 
@@ -89,8 +94,6 @@ async def get_stock(sku: SkuPath, session: ReadSession) -> StockOut:
 async def adjust_stock(
     sku: SkuPath, body: AdjustmentIn, principal: StaffPrincipal, session: WriteSession
 ) -> StockOut:
-    if body.delta == 0:
-        raise ZeroAdjustment("delta must not be 0")
     await _require_sku_manager(session, sku, principal)
     level = await service.adjust_stock(
         session,
@@ -112,11 +115,8 @@ async def list_movements(
     cursor: Cursor = None,
 ) -> Page[MovementOut]:
     await _require_sku_manager(session, sku, principal)
-    after = decode_cursor(cursor)
-    if after is not None and not after.isdigit():
-        after = "0"
     rows = await ledger.list_movements(
-        session, sku, limit=limit + 1, after_id=int(after) if after else None
+        session, sku, limit=limit + 1, after_id=decode_int_cursor(cursor)
     )
     page = rows[:limit]
     return Page(

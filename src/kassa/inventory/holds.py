@@ -190,7 +190,7 @@ async def place_holds(
     if len(requests) == 1:
         return [await _place_one(conn, requests[0], at)]
     skus = sorted({sku for request in requests for sku, _ in request.lines})
-    await reclaim_expired(conn, skus, at)
+    await reclaim_expired(conn, skus, at, then_take=skus)
     await conn.execute(
         select(stock.c.sku).where(stock.c.sku.in_(skus)).order_by(stock.c.sku).with_for_update()
     )
@@ -240,12 +240,12 @@ async def _place_one(
         if outcome == _OVERDUE:
             # Try again whatever the reclaim returns: zero can mean that another transaction
             # was giving the same units back, and they are there now.
-            await reclaim_expired(conn, skus, now)
+            await reclaim_expired(conn, skus, now, then_take=skus)
             outcome = await _place_one_line_pg(conn, hold, now, skip_if_overdue=False)
         return hold if outcome == _PLACED else await _refusal(conn, request.lines)
     # Lazy reclaim (promise 3) first, before this transaction locks any stock row, so the lock
     # order (hold rows, then stock rows) is kept; then every line or none.
-    await reclaim_expired(conn, skus, now)
+    await reclaim_expired(conn, skus, now, then_take=skus)
     if await _place_lines(conn, hold):
         return hold
     return await _refusal(conn, request.lines)
@@ -384,22 +384,34 @@ async def _refusal(conn: AsyncConnection, lines: Sequence[tuple[str, int]]) -> R
     return Refusal(shortages, unknown)
 
 
-async def reclaim_expired(conn: AsyncConnection, skus: Sequence[str], now: datetime) -> int:
-    """Lazy reclaim: expire the overdue holds that hold any of `skus`. Returns how many ended."""
+async def reclaim_expired(
+    conn: AsyncConnection, skus: Sequence[str], now: datetime, *, then_take: Sequence[str] = ()
+) -> int:
+    """Lazy reclaim: expire the overdue holds that hold any of `skus`. Returns how many ended.
+
+    `then_take`: the SKUs the caller will take next. A reclaimed hold may give units back on
+    other SKUs too; all those rows and `then_take` are then locked together in SKU order, so the
+    reclaim and the take that follows keep the one global lock order between them.
+    """
     result = await conn.execute(
         select(hold_lines.c.hold_id)
         .where(hold_lines.c.sku.in_(list(skus)), hold_lines.c.active_until <= now)
         .limit(RECLAIM_LIMIT)
     )
     due = sorted({row[0] for row in result})
-    return len((await end_holds(conn, due, "expired", now)).hold_ids)
+    return len((await end_holds(conn, due, "expired", now, lock_also=then_take)).hold_ids)
 
 
 _KIND_FOR_STATE = {"expired": "expire", "released": "release", "committed": "commit"}
 
 
 async def end_holds(
-    conn: AsyncConnection, hold_ids: Sequence[str], to_state: str, now: datetime
+    conn: AsyncConnection,
+    hold_ids: Sequence[str],
+    to_state: str,
+    now: datetime,
+    *,
+    lock_also: Sequence[str] = (),
 ) -> Ended:
     """Move active holds to `to_state` and settle their stock; returns what moved.
 
@@ -434,6 +446,14 @@ async def end_holds(
         per_sku[sku] += quantity
         entries.append(
             Movement(sku, kind, -quantity if leaves_stock else 0, -quantity, "hold", hold_id)
+        )
+    extra = set(lock_also) - set(per_sku)
+    if extra and conn.dialect.name == "postgresql":
+        await conn.execute(
+            select(stock.c.sku)
+            .where(stock.c.sku.in_(sorted(extra | set(per_sku))))
+            .order_by(stock.c.sku)
+            .with_for_update()
         )
     statement = _CONSUME if leaves_stock else _GIVE_BACK
     await conn.execute(

@@ -5,16 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field, field_validator
 
-from kassa.catalog.schemas import MAX_STOCK, Sku
+from kassa.fields import MAX_STOCK, Input, Sku
 from kassa.inventory.holds import MAX_LINES, MAX_QUANTITY
 
 Reason = Literal["restock", "correction", "damage", "loss", "recount", "return"]
-
-
-class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class StockOut(BaseModel):
@@ -24,10 +20,17 @@ class StockOut(BaseModel):
     available: int
 
 
-class AdjustmentIn(_Input):
-    delta: Annotated[int, Field(ge=-MAX_STOCK, le=MAX_STOCK)]
+class AdjustmentIn(Input):
+    delta: Annotated[int, Field(ge=-MAX_STOCK, le=MAX_STOCK, description="Not 0")]
     reason: Reason
     note: Annotated[str, Field(max_length=200)] | None = None
+
+    @field_validator("delta")
+    @classmethod
+    def _changes_something(cls, delta: int) -> int:
+        if delta == 0:
+            raise ValueError("an adjustment must change the stock")
+        return delta
 
 
 class MovementOut(BaseModel):
@@ -54,12 +57,12 @@ class LowStockOut(BaseModel):
     low_stock_threshold: int
 
 
-class HoldLineIn(_Input):
+class HoldLineIn(Input):
     sku: Sku
     quantity: Annotated[int, Field(ge=1, le=MAX_QUANTITY)]
 
 
-class HoldCreate(_Input):
+class HoldCreate(Input):
     lines: Annotated[list[HoldLineIn], Field(min_length=1, max_length=MAX_LINES)]
     ttl_seconds: Annotated[int, Field(ge=1, le=86_400)] | None = Field(
         default=None, description="Defaults to KASSA_HOLD_TTL_SECONDS; capped at the maximum TTL"

@@ -27,8 +27,9 @@ async def healthz() -> dict[str, str]:
 
 
 async def _check_database(db: Database) -> None:
-    async with db.engine.connect() as conn:
-        await conn.execute(text("SELECT 1"))
+    # A read transaction: on SQLite it does not queue behind a long write.
+    async with db.read() as session:
+        await session.execute(text("SELECT 1"))
 
 
 async def _check_redis(url: str) -> None:

@@ -1,0 +1,29 @@
+"""Field types and bounds shared by the request bodies of several domains."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+MAX_AMOUNT = 10**12  # minor units: ten billion in a two-decimal currency
+MAX_STOCK = 10**9
+
+Sku = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+Amount = Annotated[int, Field(ge=0, le=MAX_AMOUNT)]
+StockCount = Annotated[int, Field(ge=0, le=MAX_STOCK)]
+
+
+class Input(BaseModel):
+    """Base of every request body: strict types ("19.99" or 19.99 for an integer is a 422, never
+    a silent conversion), no unknown fields, and no NUL characters (PostgreSQL cannot store them,
+    SQLite would; refusing them everywhere keeps both the same)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
