@@ -128,3 +128,11 @@ async def test_a_transient_database_error_is_503_with_retry_after(settings, db) 
     assert response.status_code == 503
     assert response.json()["code"] == "busy"
     assert response.headers["retry-after"] == "1"
+
+
+async def test_a_body_that_is_not_utf8_is_422(client) -> None:
+    response = await client.post(
+        "/v1/auth/login", content=b"\xef", headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "body"

@@ -168,6 +168,23 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
         status = error.status_code
+        if status == 400:
+            # The body could not even be read (not UTF-8, a broken form): bad input like
+            # malformed JSON, so the same 422.
+            return problem(
+                422,
+                "validation_error",
+                "Invalid request",
+                "the request body cannot be parsed",
+                errors=[
+                    {
+                        "field": "body",
+                        "loc": ["body"],
+                        "message": "cannot be parsed",
+                        "type": "body_invalid",
+                    }
+                ],
+            )
         code = {
             401: "unauthenticated",
             403: "forbidden",
