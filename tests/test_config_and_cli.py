@@ -26,18 +26,20 @@ def test_hold_ttl_may_not_exceed_the_maximum() -> None:
         Settings(_env_file=None, hold_ttl_seconds=100, hold_max_ttl_seconds=10)
 
 
-def kassa(
-    tmp_path: Path, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    environment = (
+def kassa_env(tmp_path: Path, **settings: str) -> dict[str, str]:
+    """This process's environment without any KASSA_ setting, on a SQLite file in `tmp_path`."""
+    return (
         {k: v for k, v in os.environ.items() if not k.startswith("KASSA_")}
         | {"KASSA_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"}
-        | (env or {})
+        | {f"KASSA_{name.upper()}": value for name, value in settings.items()}
     )
+
+
+def kassa(tmp_path: Path, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "kassa", *args],
         cwd=tmp_path,
-        env=environment,
+        env=kassa_env(tmp_path, **settings),
         capture_output=True,
         text=True,
         timeout=120,
@@ -45,7 +47,7 @@ def kassa(
 
 
 def test_serve_refuses_to_start_in_production_with_the_default_secret(tmp_path: Path) -> None:
-    result = kassa(tmp_path, "serve", env={"KASSA_ENV": "production"})
+    result = kassa(tmp_path, "serve", env="production")
     assert result.returncode == 2
     assert "KASSA_SECRET_KEY" in result.stderr
     assert "Traceback" not in result.stderr
@@ -103,12 +105,12 @@ def test_serve_creates_the_first_admin_and_sweeps_on_an_interval(tmp_path: Path)
 
     assert kassa(tmp_path, "db", "upgrade").returncode == 0
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KASSA_")} | {
-        "KASSA_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
-        "KASSA_ADMIN_EMAIL": "first@example.com",
-        "KASSA_ADMIN_PASSWORD": "first-admin-password",
-        "KASSA_SWEEP_INTERVAL_SECONDS": "0.2",
-    }
+    env = kassa_env(
+        tmp_path,
+        admin_email="first@example.com",
+        admin_password="first-admin-password",
+        sweep_interval_seconds="0.2",
+    )
     server = subprocess.Popen(
         [sys.executable, "-m", "kassa", "serve", "--port", str(port)],
         cwd=tmp_path,
@@ -154,10 +156,7 @@ def test_worker_sweeps_until_stopped(tmp_path: Path) -> None:
     import time
 
     assert kassa(tmp_path, "db", "upgrade").returncode == 0
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KASSA_")} | {
-        "KASSA_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
-        "KASSA_SWEEP_INTERVAL_SECONDS": "0.2",
-    }
+    env = kassa_env(tmp_path, sweep_interval_seconds="0.2")
     worker = subprocess.Popen(
         [sys.executable, "-m", "kassa", "worker"],
         cwd=tmp_path,
