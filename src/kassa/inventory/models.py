@@ -18,18 +18,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 from kassa import clock
 from kassa.db import Base, UTCDateTime
 
-HOLD_STATES = ("active", "committed", "released", "expired")
-MOVEMENT_KINDS = (
-    "initial",
-    "hold",
-    "release",
-    "expire",
-    "commit",
-    "restock",
-    "adjustment",
-    "return",
-)
-
 
 class StockLevel(Base):
     """One row per variant. The CHECKs are promise 1: nothing can ever oversell this row."""
@@ -95,7 +83,11 @@ class HoldLine(Base):
 
 
 class StockMovement(Base):
-    """The append-only ledger (promise 4): database triggers refuse UPDATE and DELETE."""
+    """The append-only ledger (promise 4): database triggers refuse UPDATE and DELETE.
+
+    `kind` is one of initial, hold, release, expire, commit, restock, adjustment (and return,
+    with orders); `reference_type`/`reference_id` name what caused it (variant, hold,
+    adjustment)."""
 
     __tablename__ = "stock_movements"
     __table_args__ = (

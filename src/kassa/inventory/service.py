@@ -19,8 +19,6 @@ from kassa.inventory.models import StockLevel
 
 stock = cast(Table, StockLevel.__table__)
 
-ADJUSTMENT_REASONS = ("restock", "correction", "damage", "loss", "recount", "return")
-
 
 class SkuNotFound(NotFound):
     title = "SKU not found"
