@@ -18,6 +18,7 @@ from kassa.db import Database
 from kassa.errors import install_error_handlers
 from kassa.inventory.api import router as inventory_router
 from kassa.inventory.sweeper import sweeper_loop
+from kassa.openapi import install_openapi
 from kassa.ops.api import router as ops_router
 from kassa.ops.logs import configure_logging
 
@@ -83,6 +84,7 @@ def create_app(
     if db is not None:
         app.state.db = db
     install_error_handlers(app)
+    install_openapi(app)
     for router in (ops_router, auth_router, catalog_router, inventory_router):
         app.include_router(router)
     return app

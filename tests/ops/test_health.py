@@ -76,3 +76,20 @@ async def test_readyz_does_not_wait_for_a_long_sqlite_write(tmp_path, sqlite_bac
         writer.close()
         await db.dispose()
     assert response.status_code == 200
+
+
+async def test_openapi_documents_errors_as_problems_and_public_reads(client) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    assert "Problem" in spec["components"]["schemas"]
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            for status, response in operation["responses"].items():
+                if status.startswith(("4", "5")):
+                    assert list(response["content"]) == ["application/problem+json"], (
+                        method,
+                        path,
+                        status,
+                    )
+    assert {} in spec["paths"]["/v1/products"]["get"]["security"]
+    assert {} not in spec["paths"]["/v1/holds"]["post"]["security"]
+    assert "409" in spec["paths"]["/v1/holds"]["post"]["responses"]
