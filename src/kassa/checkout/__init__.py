@@ -1,0 +1,1 @@
+"""Checkout: pricing, and (coming) turning a cart into held stock and a payment."""
