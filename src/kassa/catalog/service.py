@@ -247,3 +247,36 @@ def variant_out(variant: Variant, stock: StockView | None) -> VariantOut:
         in_stock=available > 0 and variant.is_active,
         low_stock_threshold=stock.low_stock_threshold if stock else 0,
     )
+
+
+@dataclass(frozen=True)
+class ForSale:
+    """What a cart needs to know of a SKU: its price now and whether it may be bought."""
+
+    sku: str
+    name: str
+    price_amount: int
+    currency: str
+    active: bool
+
+
+async def for_sale(session: AsyncSession, skus: list[str]) -> dict[str, ForSale]:
+    """Current price and buyability of `skus` (missing SKUs are simply absent)."""
+    if not skus:
+        return {}
+    result = await session.execute(
+        select(
+            Variant.sku,
+            Variant.name,
+            Variant.price_amount,
+            Variant.currency,
+            Variant.is_active,
+            Product.is_active,
+        )
+        .join(Product, Product.id == Variant.product_id)
+        .where(Variant.sku.in_(skus))
+    )
+    return {
+        sku: ForSale(sku, name, price, currency, bool(variant_active and product_active))
+        for sku, name, price, currency, variant_active, product_active in result
+    }
