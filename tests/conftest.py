@@ -30,6 +30,9 @@ POSTGRES_URL = os.environ.get("KASSA_TEST_POSTGRES_URL")
 REDIS_URL = os.environ.get("KASSA_TEST_REDIS_URL")
 SECRET = "test-secret-key-that-is-long-enough-0123456789"
 TABLES = [
+    "coupons",
+    "shipping_rates",
+    "tax_rates",
     "cart_items",
     "carts",
     "stock_movements",

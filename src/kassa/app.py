@@ -14,6 +14,7 @@ from kassa.auth import service as auth_service
 from kassa.auth.api import router as auth_router
 from kassa.carts.api import router as carts_router
 from kassa.catalog.api import router as catalog_router
+from kassa.checkout.api import router as pricing_router
 from kassa.config import Settings, get_settings
 from kassa.db import Database
 from kassa.errors import install_error_handlers
@@ -86,7 +87,14 @@ def create_app(
         app.state.db = db
     install_error_handlers(app)
     install_openapi(app)
-    for router in (ops_router, auth_router, catalog_router, inventory_router, carts_router):
+    for router in (
+        ops_router,
+        auth_router,
+        catalog_router,
+        inventory_router,
+        carts_router,
+        pricing_router,
+    ):
         app.include_router(router)
     return app
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 MAX_AMOUNT = 10**12  # minor units: ten billion in a two-decimal currency
 MAX_STOCK = 10**9
@@ -12,6 +12,9 @@ MAX_STOCK = 10**9
 Sku = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 Amount = Annotated[int, Field(ge=0, le=MAX_AMOUNT)]
 StockCount = Annotated[int, Field(ge=0, le=MAX_STOCK)]
+# An RFC 3339 timestamp with its offset. Not strict: JSON has no datetime type, so the string is
+# parsed (a strict model would refuse every string here).
+Timestamp = Annotated[AwareDatetime, Field(strict=False)]
 
 
 class Input(BaseModel):

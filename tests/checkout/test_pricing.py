@@ -10,17 +10,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kassa.checkout.pricing import (
-    Coupon,
     CouponNotApplicable,
+    CouponTerms,
     NotShippable,
     PricedLine,
-    ShippingRate,
+    ShippingTerms,
     percent_of,
     price,
 )
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
-DE = ShippingRate("de", amount=495, free_above_amount=5000)
+DE = ShippingTerms("de", amount=495, free_above_amount=5000)
 
 
 def test_a_worked_example() -> None:
@@ -30,7 +30,7 @@ def test_a_worked_example() -> None:
         country="de",
         shipping_rate=DE,
         tax_basis_points=1900,
-        coupon=Coupon("TEN", "percent", 10),
+        coupon=CouponTerms("TEN", "percent", 10),
         now=NOW,
     )
     assert totals.subtotal_amount == 4499
@@ -48,7 +48,7 @@ def test_rounding_is_half_up() -> None:
 
 
 def test_free_shipping_from_the_threshold_after_discount() -> None:
-    def shipping(subtotal: int, coupon: Coupon | None = None) -> int:
+    def shipping(subtotal: int, coupon: CouponTerms | None = None) -> int:
         totals = price(
             [PricedLine("A", 1, subtotal)],
             currency="eur",
@@ -62,13 +62,13 @@ def test_free_shipping_from_the_threshold_after_discount() -> None:
 
     assert shipping(4999) == 495
     assert shipping(5000) == 0
-    assert shipping(5500, Coupon("OFF", "fixed", 600, currency="eur")) == 495
+    assert shipping(5500, CouponTerms("OFF", "fixed", 600, currency="eur")) == 495
 
 
 def test_coupon_rules() -> None:
     lines = [PricedLine("A", 1, 1000)]
 
-    def discount(coupon: Coupon, currency: str = "eur") -> int:
+    def discount(coupon: CouponTerms, currency: str = "eur") -> int:
         return price(
             lines,
             currency=currency,
@@ -79,17 +79,19 @@ def test_coupon_rules() -> None:
             now=NOW,
         ).discount_amount
 
-    assert discount(Coupon("ALL", "percent", 100)) == 1000
-    assert discount(Coupon("BIG", "fixed", 5000, currency="eur")) == 1000  # never beyond
+    assert discount(CouponTerms("ALL", "percent", 100)) == 1000
+    assert discount(CouponTerms("BIG", "fixed", 5000, currency="eur")) == 1000  # never beyond
     for coupon, reason in [
-        (Coupon("OLD", "percent", 10, expires_at=NOW), "expired"),
-        (Coupon("MIN", "percent", 10, min_subtotal_amount=1001), "below_minimum"),
-        (Coupon("USD", "fixed", 100, currency="usd"), "currency"),
+        (CouponTerms("OLD", "percent", 10, expires_at=NOW), "expired"),
+        (CouponTerms("MIN", "percent", 10, min_subtotal_amount=1001), "below_minimum"),
+        (CouponTerms("USD", "fixed", 100, currency="usd"), "currency"),
     ]:
         with pytest.raises(CouponNotApplicable) as caught:
             discount(coupon)
         assert caught.value.extra["reason"] == reason
-    assert discount(Coupon("SOON", "percent", 10, expires_at=NOW + timedelta(seconds=1))) == 100
+    assert (
+        discount(CouponTerms("SOON", "percent", 10, expires_at=NOW + timedelta(seconds=1))) == 100
+    )
 
 
 def test_no_rate_no_shipping() -> None:
@@ -112,10 +114,10 @@ lines_st = st.lists(
 )
 coupons = st.one_of(
     st.none(),
-    st.builds(Coupon, st.just("P"), st.just("percent"), st.integers(1, 100)),
-    st.builds(Coupon, st.just("F"), st.just("fixed"), amounts, st.just("eur")),
+    st.builds(CouponTerms, st.just("P"), st.just("percent"), st.integers(1, 100)),
+    st.builds(CouponTerms, st.just("F"), st.just("fixed"), amounts, st.just("eur")),
 )
-rates = st.builds(ShippingRate, st.just("de"), amounts, st.one_of(st.none(), amounts))
+rates = st.builds(ShippingTerms, st.just("de"), amounts, st.one_of(st.none(), amounts))
 
 
 @given(lines_st, coupons, rates, st.integers(0, 10_000))

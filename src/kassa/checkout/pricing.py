@@ -45,7 +45,7 @@ class PricedLine:
 
 
 @dataclass(frozen=True)
-class Coupon:
+class CouponTerms:
     code: str
     kind: Literal["percent", "fixed"]
     value: int  # percent: 1 to 100; fixed: minor units
@@ -55,7 +55,7 @@ class Coupon:
 
 
 @dataclass(frozen=True)
-class ShippingRate:
+class ShippingTerms:
     country: str
     amount: int
     free_above_amount: int | None = None
@@ -77,7 +77,7 @@ def percent_of(amount: int, numerator: int, denominator: int) -> int:
     return (2 * amount * numerator + denominator) // (2 * denominator)
 
 
-def coupon_discount(coupon: Coupon, subtotal: int, currency: str, now: datetime) -> int:
+def coupon_discount(coupon: CouponTerms, subtotal: int, currency: str, now: datetime) -> int:
     """The discount `coupon` gives on `subtotal`; raises CouponNotApplicable with the reason."""
     if coupon.expires_at is not None and now >= coupon.expires_at:
         raise CouponNotApplicable(f"coupon {coupon.code} has expired", reason="expired")
@@ -96,7 +96,7 @@ def coupon_discount(coupon: Coupon, subtotal: int, currency: str, now: datetime)
     return min(coupon.value, subtotal)
 
 
-def shipping_cost(rate: ShippingRate | None, country: str, discounted_subtotal: int) -> int:
+def shipping_cost(rate: ShippingTerms | None, country: str, discounted_subtotal: int) -> int:
     if rate is None:
         raise NotShippable(f"no shipping rate for {country}", country=country)
     if rate.free_above_amount is not None and discounted_subtotal >= rate.free_above_amount:
@@ -109,9 +109,9 @@ def price(
     *,
     currency: str,
     country: str,
-    shipping_rate: ShippingRate | None,
+    shipping_rate: ShippingTerms | None,
     tax_basis_points: int,
-    coupon: Coupon | None = None,
+    coupon: CouponTerms | None = None,
     now: datetime,
 ) -> Totals:
     """The totals of a cart shipped to `country`, following the steps in this module's doc."""

@@ -1,0 +1,211 @@
+"""Coupons, shipping rates and tax rates: managed by admins, read by pricing, redeemed once each.
+
+`redeem_coupon` is the one place a coupon's use is counted: one conditional UPDATE that succeeds
+only while the coupon is active, unexpired and under its limit, so concurrent checkouts can
+never use it more often than the limit (the table's CHECK refuses it as well).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TypeVar
+
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kassa import clock
+from kassa.checkout.models import Coupon, ShippingRate, TaxRate
+from kassa.checkout.pricing import CouponNotApplicable, CouponTerms, ShippingTerms
+from kassa.errors import Conflict, InvalidInput, NotFound
+
+R = TypeVar("R", ShippingRate, TaxRate)
+
+
+class CouponNotFound(NotFound):
+    title = "Coupon not found"
+
+
+class CouponExists(Conflict):
+    title = "Coupon code already in use"
+
+
+class RateNotFound(NotFound):
+    title = "No rate for that country"
+
+
+def normalize_code(code: str) -> str:
+    return code.strip().upper()
+
+
+async def create_coupon(
+    session: AsyncSession,
+    *,
+    code: str,
+    kind: str,
+    value: int,
+    currency: str | None,
+    min_subtotal_amount: int,
+    expires_at: datetime | None,
+    usage_limit: int | None,
+) -> Coupon:
+    if kind == "percent" and not 1 <= value <= 100:
+        raise InvalidInput("value", "a percent coupon takes 1 to 100")
+    if kind == "fixed" and currency is None:
+        raise InvalidInput("currency", "a fixed coupon needs the currency of its amount")
+    coupon = Coupon(
+        code=normalize_code(code),
+        kind=kind,
+        value=value,
+        currency=currency if kind == "fixed" else None,
+        min_subtotal_amount=min_subtotal_amount,
+        expires_at=expires_at,
+        usage_limit=usage_limit,
+        times_used=0,
+        active=True,
+        created_at=clock.now(),
+    )
+    session.add(coupon)
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError:
+        raise CouponExists(f"coupon {coupon.code} already exists") from None
+    return coupon
+
+
+async def list_coupons(session: AsyncSession, *, limit: int, after: str | None) -> list[Coupon]:
+    query = select(Coupon).order_by(Coupon.code).limit(limit)
+    if after is not None:
+        query = query.where(Coupon.code > after)
+    return list(await session.scalars(query))
+
+
+async def update_coupon(
+    session: AsyncSession,
+    code: str,
+    *,
+    active: bool | None,
+    expires_at: datetime | None,
+    clear_expiry: bool,
+    usage_limit: int | None,
+) -> Coupon:
+    coupon = await session.get(Coupon, normalize_code(code), with_for_update=True)
+    if coupon is None:
+        raise CouponNotFound(f"no coupon {code}")
+    if usage_limit is not None and usage_limit < coupon.times_used:
+        raise InvalidInput("usage_limit", f"it has been used {coupon.times_used} times already")
+    if active is not None:
+        coupon.active = active
+    if expires_at is not None or clear_expiry:
+        coupon.expires_at = expires_at
+    if usage_limit is not None:
+        coupon.usage_limit = usage_limit
+    await session.flush()
+    return coupon
+
+
+def coupon_terms(coupon: Coupon) -> CouponTerms:
+    return CouponTerms(
+        code=coupon.code,
+        kind="percent" if coupon.kind == "percent" else "fixed",
+        value=coupon.value,
+        currency=coupon.currency,
+        min_subtotal_amount=coupon.min_subtotal_amount,
+        expires_at=coupon.expires_at,
+    )
+
+
+async def find_coupon(session: AsyncSession, code: str) -> CouponTerms:
+    """The terms of an active coupon, for pricing; unknown or inactive → not applicable."""
+    coupon = await session.get(Coupon, normalize_code(code))
+    if coupon is None or not coupon.active:
+        raise CouponNotApplicable(f"no coupon {normalize_code(code)}", reason="unknown")
+    return coupon_terms(coupon)
+
+
+async def redeem_coupon(session: AsyncSession, code: str, *, now: datetime | None = None) -> None:
+    """Count one use, or raise CouponNotApplicable (`reason`: used_up, expired or unknown)."""
+    at = now or clock.now()
+    result = await session.execute(
+        update(Coupon)
+        .where(
+            Coupon.code == normalize_code(code),
+            Coupon.active.is_(True),
+            or_(Coupon.expires_at.is_(None), Coupon.expires_at > at),
+            or_(Coupon.usage_limit.is_(None), Coupon.times_used < Coupon.usage_limit),
+        )
+        .values(times_used=Coupon.times_used + 1)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount == 1:  # type: ignore[attr-defined]
+        return
+    coupon = await session.get(Coupon, normalize_code(code))
+    if coupon is None or not coupon.active:
+        raise CouponNotApplicable(f"no coupon {normalize_code(code)}", reason="unknown")
+    if coupon.expires_at is not None and coupon.expires_at <= at:
+        raise CouponNotApplicable(f"coupon {coupon.code} has expired", reason="expired")
+    raise CouponNotApplicable(f"coupon {coupon.code} has been used up", reason="used_up")
+
+
+async def set_shipping_rate(
+    session: AsyncSession, *, country: str, amount: int, free_above_amount: int | None
+) -> ShippingRate:
+    await _upsert(
+        session,
+        ShippingRate,
+        {"country": country, "amount": amount, "free_above_amount": free_above_amount},
+    )
+    return await _rate(session, ShippingRate, country)
+
+
+async def set_tax_rate(session: AsyncSession, *, country: str, basis_points: int) -> TaxRate:
+    await _upsert(session, TaxRate, {"country": country, "basis_points": basis_points})
+    return await _rate(session, TaxRate, country)
+
+
+async def shipping_terms(session: AsyncSession, country: str) -> ShippingTerms | None:
+    rate = await session.get(ShippingRate, country)
+    if rate is None:
+        return None
+    return ShippingTerms(rate.country, rate.amount, rate.free_above_amount)
+
+
+async def tax_basis_points(session: AsyncSession, country: str) -> int:
+    """The country's tax rate; a country without one is taxed at 0."""
+    rate = await session.get(TaxRate, country)
+    return rate.basis_points if rate else 0
+
+
+async def list_rates(session: AsyncSession, model: type[R]) -> list[R]:
+    return list(await session.scalars(select(model).order_by(model.country)))
+
+
+async def delete_rate(
+    session: AsyncSession, model: type[ShippingRate] | type[TaxRate], country: str
+) -> None:
+    result = await session.execute(delete(model).where(model.country == country))
+    if result.rowcount == 0:  # type: ignore[attr-defined]
+        raise RateNotFound(f"no rate for {country}")
+
+
+async def _upsert(
+    session: AsyncSession, model: type[ShippingRate] | type[TaxRate], values: dict[str, object]
+) -> None:
+    conn = await session.connection()
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    statement = insert(model).values(values)
+    statement = statement.on_conflict_do_update(
+        index_elements=["country"],
+        set_={k: statement.excluded[k] for k in values if k != "country"},
+    )
+    await session.execute(statement)
+
+
+async def _rate(session: AsyncSession, model: type[R], country: str) -> R:
+    result = await session.execute(
+        select(model).where(model.country == country).execution_options(populate_existing=True)
+    )
+    return result.scalar_one()
