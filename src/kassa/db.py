@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import DateTime, MetaData, event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
@@ -66,6 +68,25 @@ def is_transient(error: BaseException) -> bool:
         if getattr(candidate, "pgcode", None) in _TRANSIENT_SQLSTATES:
             return True
     return "database is locked" in str(orig)
+
+
+async def upsert(
+    session: AsyncSession,
+    table: Any,
+    values: dict[str, Any],
+    *,
+    key: str,
+    changes: dict[str, Any] | None = None,
+) -> None:
+    """Insert a row, or update the one with the same `key`, in one statement on either database.
+
+    `changes` (column → expression) replaces the default update, which takes every new value.
+    """
+    conn = await session.connection()
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    statement = insert(table).values(values)
+    update = changes or {name: statement.excluded[name] for name in values if name != key}
+    await conn.execute(statement.on_conflict_do_update(index_elements=[key], set_=update))
 
 
 def is_data_error(error: BaseException) -> bool:

@@ -11,14 +11,13 @@ from datetime import datetime
 from typing import TypeVar
 
 from sqlalchemy import delete, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kassa import clock
 from kassa.checkout.models import Coupon, ShippingRate, TaxRate
 from kassa.checkout.pricing import CouponNotApplicable, CouponTerms, ShippingTerms
+from kassa.db import upsert
 from kassa.errors import Conflict, InvalidInput, NotFound
 
 R = TypeVar("R", ShippingRate, TaxRate)
@@ -153,16 +152,15 @@ async def redeem_coupon(session: AsyncSession, code: str, *, now: datetime | Non
 async def set_shipping_rate(
     session: AsyncSession, *, country: str, amount: int, free_above_amount: int | None
 ) -> ShippingRate:
-    await _upsert(
-        session,
-        ShippingRate,
-        {"country": country, "amount": amount, "free_above_amount": free_above_amount},
-    )
+    values = {"country": country, "amount": amount, "free_above_amount": free_above_amount}
+    await upsert(session, ShippingRate, values, key="country")
     return await _rate(session, ShippingRate, country)
 
 
 async def set_tax_rate(session: AsyncSession, *, country: str, basis_points: int) -> TaxRate:
-    await _upsert(session, TaxRate, {"country": country, "basis_points": basis_points})
+    await upsert(
+        session, TaxRate, {"country": country, "basis_points": basis_points}, key="country"
+    )
     return await _rate(session, TaxRate, country)
 
 
@@ -189,19 +187,6 @@ async def delete_rate(
     result = await session.execute(delete(model).where(model.country == country))
     if result.rowcount == 0:  # type: ignore[attr-defined]
         raise RateNotFound(f"no rate for {country}")
-
-
-async def _upsert(
-    session: AsyncSession, model: type[ShippingRate] | type[TaxRate], values: dict[str, object]
-) -> None:
-    conn = await session.connection()
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    statement = insert(model).values(values)
-    statement = statement.on_conflict_do_update(
-        index_elements=["country"],
-        set_={k: statement.excluded[k] for k in values if k != "country"},
-    )
-    await session.execute(statement)
 
 
 async def _rate(session: AsyncSession, model: type[R], country: str) -> R:

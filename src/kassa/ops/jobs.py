@@ -7,10 +7,9 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kassa.db import upsert
 from kassa.ops.models import JobRun
 
 job_runs = cast(Table, JobRun.__table__)
@@ -25,8 +24,6 @@ async def record_run(
     status: str,
     result: dict[str, Any],
 ) -> None:
-    conn = await session.connection()
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     values = {
         "name": name,
         "last_started_at": started,
@@ -35,18 +32,10 @@ async def record_run(
         "last_result": json.dumps(result, sort_keys=True),
         "runs": 1,
     }
-    statement = insert(job_runs).values(values)
-    statement = statement.on_conflict_do_update(
-        index_elements=[job_runs.c.name],
-        set_={
-            "last_started_at": statement.excluded.last_started_at,
-            "last_finished_at": statement.excluded.last_finished_at,
-            "last_status": statement.excluded.last_status,
-            "last_result": statement.excluded.last_result,
-            "runs": job_runs.c.runs + 1,
-        },
+    changes = {name: value for name, value in values.items() if name not in ("name", "runs")}
+    await upsert(
+        session, job_runs, values, key="name", changes=changes | {"runs": job_runs.c.runs + 1}
     )
-    await conn.execute(statement)
 
 
 async def last_run(session: AsyncSession, name: str) -> JobRun | None:
