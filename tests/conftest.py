@@ -30,6 +30,19 @@ POSTGRES_URL = os.environ.get("KASSA_TEST_POSTGRES_URL")
 REDIS_URL = os.environ.get("KASSA_TEST_REDIS_URL")
 SECRET = "test-secret-key-that-is-long-enough-0123456789"
 TABLES = [
+    "idempotency_keys",
+    "outbox",
+    "webhook_receipts",
+    "webhook_events",
+    "order_returns",
+    "order_events",
+    "order_lines",
+    "orders",
+    "counters",
+    "refunds",
+    "payments",
+    "checkout_phases",
+    "checkouts",
     "coupons",
     "shipping_rates",
     "tax_rates",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -16,9 +17,23 @@ def test_production_refuses_the_default_secret() -> None:
     settings = Settings(_env_file=None, env="production")
     with pytest.raises(ConfigError, match="KASSA_SECRET_KEY"):
         settings.check_safe_to_start()
-    safe = Settings(_env_file=None, env="production", secret_key="x" * 40)
+    own_webhook_secret = "whsec_" + base64.b64encode(b"w" * 32).decode()
+    safe = Settings(
+        _env_file=None,
+        env="production",
+        secret_key="x" * 40,
+        sandbox_webhook_secret=own_webhook_secret,
+    )
     safe.check_safe_to_start()
     Settings(_env_file=None).check_safe_to_start()
+
+
+def test_production_refuses_the_default_webhook_secret_of_the_chosen_provider() -> None:
+    settings = Settings(_env_file=None, env="production", secret_key="x" * 40)
+    with pytest.raises(ConfigError, match="KASSA_SANDBOX_WEBHOOK_SECRET"):
+        settings.check_safe_to_start()
+    with pytest.raises(ConfigError, match="whsec_"):
+        Settings(_env_file=None, sandbox_webhook_secret="not-a-secret").check_safe_to_start()
 
 
 def test_hold_ttl_may_not_exceed_the_maximum() -> None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+import httpx
 import structlog
 from fastapi import FastAPI
 
@@ -15,6 +16,7 @@ from kassa.auth.api import router as auth_router
 from kassa.carts.api import router as carts_router
 from kassa.catalog.api import router as catalog_router
 from kassa.checkout.api import router as pricing_router
+from kassa.checkout.checkout_api import router as checkout_router
 from kassa.config import Settings, get_settings
 from kassa.db import Database
 from kassa.errors import install_error_handlers
@@ -23,6 +25,10 @@ from kassa.inventory.sweeper import sweeper_loop
 from kassa.openapi import install_openapi
 from kassa.ops.api import router as ops_router
 from kassa.ops.logs import configure_logging
+from kassa.orders.api import router as orders_router
+from kassa.payments.api import router as payments_router
+from kassa.payments.delivery import outbox_context
+from kassa.payments.outbox import outbox_loop
 
 log = structlog.get_logger("kassa.app")
 
@@ -46,6 +52,25 @@ async def ensure_admin_from_env(db: Database, settings: Settings) -> None:
         log.info("admin_created", email=settings.admin_email)
 
 
+def _in_process_client(app: FastAPI) -> httpx.AsyncClient:
+    """Webhooks to this very app, through its whole HTTP stack, without a network hop."""
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://kassa.internal"
+    )
+
+
+@contextlib.asynccontextmanager
+async def webhook_client(app: FastAPI, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The client the outbox delivers sandbox webhooks with (KASSA_SANDBOX_WEBHOOK_URL, or the
+    app itself)."""
+    if settings.sandbox_webhook_url:
+        async with httpx.AsyncClient() as http:
+            yield http
+    else:
+        async with _in_process_client(app) as http:
+            yield http
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -62,19 +87,23 @@ def create_app(
         database = db or Database(settings.database_url, pool_size=settings.database_pool_size)
         app.state.db = database
         await ensure_admin_from_env(database, settings)
-        stop = asyncio.Event()
-        tasks = []
-        if background and settings.sweep_interval_seconds > 0:
-            tasks.append(asyncio.create_task(sweeper_loop(database, settings, stop)))
-        try:
-            yield
-        finally:
-            stop.set()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            if owns_db:
-                await database.dispose()
+        async with webhook_client(app, settings) as http:
+            app.state.outbox = outbox_context(database, settings, http)
+            stop = asyncio.Event()
+            tasks = []
+            if background and settings.sweep_interval_seconds > 0:
+                tasks.append(asyncio.create_task(sweeper_loop(database, settings, stop)))
+            if background and settings.outbox_interval_seconds > 0:
+                tasks.append(asyncio.create_task(outbox_loop(app.state.outbox, stop)))
+            try:
+                yield
+            finally:
+                stop.set()
+                for task in tasks:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                if owns_db:
+                    await database.dispose()
 
     app = FastAPI(
         title="Kassa",
@@ -85,6 +114,8 @@ def create_app(
     app.state.settings = settings
     if db is not None:
         app.state.db = db
+        # Without a lifespan (tests on ASGITransport) the outbox is still there to drain.
+        app.state.outbox = outbox_context(db, settings, _in_process_client(app))
     install_error_handlers(app)
     install_openapi(app)
     for router in (
@@ -94,6 +125,9 @@ def create_app(
         inventory_router,
         carts_router,
         pricing_router,
+        checkout_router,
+        payments_router,
+        orders_router,
     ):
         app.include_router(router)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from functools import lru_cache
 from typing import Literal
 
@@ -10,6 +11,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SECRET_KEY = "kassa-development-secret-change-me"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./kassa.db"
+# A development-only Standard Webhooks secret ("whsec_" + base64): fine on a laptop, refused in
+# production.
+DEFAULT_SANDBOX_WEBHOOK_SECRET = "whsec_a2Fzc2EtZGV2ZWxvcG1lbnQtc2FuZGJveC1zZWNyZXQ="
 
 
 class ConfigError(ValueError):
@@ -34,6 +38,18 @@ class Settings(BaseSettings):
     sweep_batch_size: int = Field(default=500, ge=1, le=10_000)
 
     currency: str = Field(default="usd", pattern=r"^[a-z]{3}$")
+    # Checkout: a cart price that moved by more than this (either way) since the buyer saw it is
+    # 409 price_changed; within it, the new price is used and reported.
+    price_drift_tolerance_percent: float = Field(default=0.0, ge=0, le=100)
+    release_on_payment_failure: bool = False
+
+    payment_provider: Literal["sandbox", "stripe", "razorpay"] = "sandbox"
+    sandbox_webhook_secret: SecretStr = SecretStr(DEFAULT_SANDBOX_WEBHOOK_SECRET)
+    # Where the sandbox delivers its webhooks. Unset: into the running app itself (through the
+    # whole HTTP stack, signature check included) without a network hop.
+    sandbox_webhook_url: str | None = None
+    outbox_interval_seconds: float = Field(default=1.0, ge=0)
+    outbox_max_attempts: int = Field(default=12, ge=1, le=100)
     admin_email: str | None = None
     admin_password: SecretStr | None = None
     log_format: Literal["json", "console"] = "console"
@@ -60,11 +76,30 @@ class Settings(BaseSettings):
                     "set a long random value, e.g. `python -c 'import secrets; "
                     "print(secrets.token_urlsafe(48))'`"
                 )
+            if (
+                self.payment_provider == "sandbox"
+                and self.sandbox_webhook_secret.get_secret_value() == DEFAULT_SANDBOX_WEBHOOK_SECRET
+            ):
+                problems.append(
+                    "KASSA_SANDBOX_WEBHOOK_SECRET is the development default; set a whsec_ secret "
+                    "of your own (whsec_ followed by base64 of 24 or more random bytes)"
+                )
+        if not _is_whsec(self.sandbox_webhook_secret.get_secret_value()):
+            problems.append("KASSA_SANDBOX_WEBHOOK_SECRET must be whsec_ followed by base64")
         if self.admin_password is not None and len(self.admin_password.get_secret_value()) < 10:
             problems.append("KASSA_ADMIN_PASSWORD needs at least 10 characters")
         if problems:
             where = "in production" if self.is_production else "with these settings"
             raise ConfigError(f"Kassa refuses to start {where}: " + "; ".join(problems))
+
+
+def _is_whsec(secret: str) -> bool:
+    if not secret.startswith("whsec_"):
+        return False
+    try:
+        return len(base64.b64decode(secret[len("whsec_") :] + "==", validate=False)) >= 16
+    except ValueError:
+        return False
 
 
 @lru_cache(maxsize=1)

@@ -89,6 +89,15 @@ async def upsert(
     await conn.execute(statement.on_conflict_do_update(index_elements=[key], set_=update))
 
 
+async def insert_new(session: AsyncSession, table: Any, values: dict[str, Any]) -> bool:
+    """Insert a row unless one with the same key exists ("on conflict do nothing"); True if
+    this call inserted it. Concurrent callers on PostgreSQL wait for the first to commit."""
+    conn = await session.connection()
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    result = await conn.execute(insert(table).values(values).on_conflict_do_nothing())
+    return bool(result.rowcount == 1)
+
+
 def is_data_error(error: BaseException) -> bool:
     """True for PostgreSQL's data exceptions (SQLSTATE class 22: a NUL in text, a number out of
     range): the input was bad, not the server."""

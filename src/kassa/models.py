@@ -3,24 +3,39 @@
 from kassa.auth.models import User
 from kassa.carts.models import Cart, CartItem
 from kassa.catalog.models import Product, Variant
-from kassa.checkout.models import Coupon, ShippingRate, TaxRate
+from kassa.checkout.models import Checkout, CheckoutPhase, Coupon, ShippingRate, TaxRate
 from kassa.db import Base
 from kassa.inventory.models import Hold, HoldLine, StockLevel, StockMovement
-from kassa.ops.models import JobRun
+from kassa.ops.models import IdempotencyRecord, JobRun
+from kassa.orders.models import Counter, Order, OrderEvent, OrderLine, OrderReturn
+from kassa.payments.models import OutboxMessage, Payment, Refund, WebhookEvent, WebhookReceipt
 
 __all__ = [
     "Base",
     "Cart",
     "CartItem",
+    "Checkout",
+    "CheckoutPhase",
+    "Counter",
     "Coupon",
     "Hold",
     "HoldLine",
+    "IdempotencyRecord",
     "JobRun",
+    "Order",
+    "OrderEvent",
+    "OrderLine",
+    "OrderReturn",
+    "OutboxMessage",
+    "Payment",
     "Product",
+    "Refund",
     "ShippingRate",
     "StockLevel",
     "StockMovement",
     "TaxRate",
     "User",
     "Variant",
+    "WebhookEvent",
+    "WebhookReceipt",
 ]

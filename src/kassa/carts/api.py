@@ -6,10 +6,11 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated
 
-from fastapi import APIRouter, Cookie, Depends, Header, Path, Response
+from fastapi import APIRouter, Path, Response
 
 from kassa.auth.deps import CurrentPrincipal, OptionalPrincipal
 from kassa.carts import service
+from kassa.carts.deps import CART_COOKIE, Access
 from kassa.carts.schemas import CartOut, ItemAdd, ItemUpdate, MergeIn
 from kassa.deps import AppSettings, ReadSession, WriteSession
 
@@ -17,18 +18,6 @@ router = APIRouter(prefix="/v1/carts", tags=["carts"])
 
 CartId = Annotated[str, Path(max_length=64)]
 ItemId = Annotated[str, Path(max_length=64)]
-CART_COOKIE = "kassa_cart"
-
-
-def _access(
-    principal: OptionalPrincipal,
-    x_cart_token: Annotated[str | None, Header(max_length=200)] = None,
-    kassa_cart: Annotated[str | None, Cookie(max_length=200)] = None,
-) -> service.CartAccess:
-    return service.CartAccess(principal, x_cart_token or kassa_cart)
-
-
-Access = Annotated[service.CartAccess, Depends(_access)]
 
 
 def cart_out(cart: service.CartView) -> CartOut:

@@ -42,6 +42,10 @@ class Cart(Base):
     # Bumped by every change, under the row lock: concurrent changes queue, none is lost, and a
     # client that sends the version it saw gets 409 when someone else changed the cart since.
     version: Mapped[int] = mapped_column(BigInteger, default=1)
+    # Set while a checkout of this cart is open (until it ends or its time is up): changes are
+    # then refused with 409 cart_locked.
+    locked_by_checkout: Mapped[str | None] = mapped_column(String(40))
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
 
@@ -57,4 +61,7 @@ class CartItem(Base):
     cart_id: Mapped[str] = mapped_column(ForeignKey("carts.id"), index=True)
     sku: Mapped[str] = mapped_column(String(64))
     quantity: Mapped[int] = mapped_column(BigInteger)
+    # The unit price the buyer last saw for this line (set when it was added or changed):
+    # checkout compares today's price with it (KASSA_PRICE_DRIFT_TOLERANCE_PERCENT).
+    seen_unit_price_amount: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -40,6 +41,10 @@ class CartChanged(Conflict):
 
 class CartClosed(Conflict):
     title = "The cart is closed"
+
+
+class CartLocked(KassaError):
+    status, code, title = 409, "cart_locked", "The cart has an open checkout"
 
 
 class NotEnoughStock(KassaError):
@@ -129,6 +134,29 @@ async def find_cart(session: AsyncSession, cart_id: str, access: CartAccess) -> 
     return cart
 
 
+async def token_opens(session: AsyncSession, cart_id: str, token: str | None) -> bool:
+    """Does this cart token grant access to the cart (and what was bought from it)?"""
+    if token is None:
+        return False
+    token_hash = await session.scalar(select(Cart.token_hash).where(Cart.id == cart_id))
+    return token_hash is not None and secrets.compare_digest(token_hash, hash_token(token))
+
+
+async def cart_for_token(session: AsyncSession, token: str | None) -> str | None:
+    """The id of the cart this token opens, if any."""
+    if token is None:
+        return None
+    return await session.scalar(select(Cart.id).where(Cart.token_hash == hash_token(token)))
+
+
+async def lock_row(session: AsyncSession, cart_id: str) -> None:
+    """Take the cart row's lock (the first lock of a checkout change; SQLite's writer lock
+    covers it already)."""
+    conn = await session.connection()
+    if conn.dialect.name == "postgresql":
+        await session.execute(select(Cart.id).where(Cart.id == cart_id).with_for_update())
+
+
 def _may_access(cart: Cart, access: CartAccess) -> bool:
     if access.principal is not None and (
         access.principal.is_admin or cart.user_id == access.principal.user_id
@@ -141,13 +169,59 @@ def _may_access(cart: Cart, access: CartAccess) -> bool:
 
 async def _begin_change(session: AsyncSession, cart: Cart, expected_version: int | None) -> None:
     """Lock the cart row and bump its version (see the module doc)."""
-    conditions = [Cart.id == cart.id, Cart.state == "open"]
+    now = clock.now()
+    conditions = [Cart.id == cart.id, Cart.state == "open", _unlocked(now)]
     if expected_version is not None:
         conditions.append(Cart.version == expected_version)
     result = await session.execute(
         update(Cart)
         .where(*conditions)
-        .values(version=Cart.version + 1, updated_at=clock.now())
+        .values(version=Cart.version + 1, updated_at=now)
+        .returning(Cart.version)
+        .execution_options(synchronize_session=False)
+    )
+    if result.first() is None:
+        await session.refresh(cart)
+        _refuse_change(cart, now)
+        raise CartChanged(
+            f"cart {cart.id} is at version {cart.version}, not {expected_version}",
+            version=cart.version,
+        )
+    await session.refresh(cart)
+
+
+def _unlocked(now: datetime) -> ColumnElement[bool]:
+    # A checkout's lock lapses by itself when its time is up, swept or not.
+    return or_(Cart.locked_until.is_(None), Cart.locked_until <= now)
+
+
+def _refuse_change(cart: Cart, now: datetime) -> None:
+    if cart.state != "open":
+        raise CartClosed(f"cart {cart.id} is {cart.state}")
+    if cart.locked_until is not None and cart.locked_until > now:
+        raise CartLocked(
+            f"cart {cart.id} has an open checkout; cancel it or let it expire to change the cart",
+            checkout_id=cart.locked_by_checkout,
+        )
+
+
+async def lock_for_checkout(
+    session: AsyncSession, cart: Cart, *, checkout_id: str, until: datetime
+) -> str | None:
+    """Lock the cart for a new checkout (changes get 409 cart_locked until `until`).
+
+    Returns None when locked, or the id of the checkout that holds the cart now; raises
+    CartClosed. The cart row's lock is the first lock a checkout takes."""
+    now = clock.now()
+    result = await session.execute(
+        update(Cart)
+        .where(Cart.id == cart.id, Cart.state == "open", _unlocked(now))
+        .values(
+            version=Cart.version + 1,
+            locked_by_checkout=checkout_id,
+            locked_until=until,
+            updated_at=now,
+        )
         .returning(Cart.version)
         .execution_options(synchronize_session=False)
     )
@@ -155,11 +229,61 @@ async def _begin_change(session: AsyncSession, cart: Cart, expected_version: int
         await session.refresh(cart)
         if cart.state != "open":
             raise CartClosed(f"cart {cart.id} is {cart.state}")
-        raise CartChanged(
-            f"cart {cart.id} is at version {cart.version}, not {expected_version}",
-            version=cart.version,
-        )
+        return cart.locked_by_checkout
     await session.refresh(cart)
+    return None
+
+
+async def extend_lock(
+    session: AsyncSession, cart_id: str, checkout_id: str, until: datetime
+) -> None:
+    await session.execute(
+        update(Cart)
+        .where(Cart.id == cart_id, Cart.locked_by_checkout == checkout_id)
+        .values(locked_until=until)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def unlock(
+    session: AsyncSession, cart_id: str, checkout_id: str, *, close: bool = False
+) -> None:
+    """The checkout ended: free the cart (or close it, once the checkout became an order).
+    A cart that another checkout has locked since is left as it is."""
+    values: dict[str, object] = {"locked_by_checkout": None, "locked_until": None}
+    if close:
+        values["state"] = "closed"
+    await session.execute(
+        update(Cart)
+        .where(Cart.id == cart_id, Cart.locked_by_checkout == checkout_id)
+        .values(updated_at=clock.now(), **values)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def remember_prices(session: AsyncSession, cart_id: str, prices: dict[str, int]) -> None:
+    """The buyer has now seen these unit prices (after a 409 price_changed)."""
+    for sku, amount in prices.items():
+        await session.execute(
+            update(CartItem)
+            .where(CartItem.cart_id == cart_id, CartItem.sku == sku)
+            .values(seen_unit_price_amount=amount)
+            .execution_options(synchronize_session=False)
+        )
+
+
+@dataclass(frozen=True)
+class CartLine:
+    sku: str
+    quantity: int
+    seen_unit_price_amount: int | None
+
+
+async def lines_of(session: AsyncSession, cart_id: str) -> list[CartLine]:
+    return [
+        CartLine(i.sku, i.quantity, i.seen_unit_price_amount)
+        for i in await _items(session, cart_id)
+    ]
 
 
 async def add_item(
@@ -175,15 +299,21 @@ async def add_item(
         select(CartItem).where(CartItem.cart_id == cart.id, CartItem.sku == sku)
     )
     wanted = quantity + (current.quantity if current else 0)
-    await _check_buyable(session, cart, sku, wanted)
+    price = await _check_buyable(session, cart, sku, wanted)
     if current is None:
         session.add(
             CartItem(
-                id=new_id("item"), cart_id=cart.id, sku=sku, quantity=wanted, created_at=clock.now()
+                id=new_id("item"),
+                cart_id=cart.id,
+                sku=sku,
+                quantity=wanted,
+                seen_unit_price_amount=price,
+                created_at=clock.now(),
             )
         )
     else:
         current.quantity = wanted
+        current.seen_unit_price_amount = price
     await session.flush()
     return await view(session, cart)
 
@@ -198,7 +328,7 @@ async def set_quantity(
 ) -> CartView:
     await _begin_change(session, cart, expected_version)
     item = await _item(session, cart, item_id)
-    await _check_buyable(session, cart, item.sku, quantity)
+    item.seen_unit_price_amount = await _check_buyable(session, cart, item.sku, quantity)
     item.quantity = quantity
     await session.flush()
     return await view(session, cart)
@@ -250,6 +380,7 @@ async def merge(session: AsyncSession, cart: Cart, *, anonymous_token: str) -> C
                     cart_id=cart.id,
                     sku=item.sku,
                     quantity=capped,
+                    seen_unit_price_amount=item.seen_unit_price_amount,
                     created_at=clock.now(),
                 )
             )
@@ -273,7 +404,8 @@ async def _items(session: AsyncSession, cart_id: str) -> list[CartItem]:
     return list(result.scalars())
 
 
-async def _check_buyable(session: AsyncSession, cart: Cart, sku: str, quantity: int) -> None:
+async def _check_buyable(session: AsyncSession, cart: Cart, sku: str, quantity: int) -> int:
+    """Refuse a line that cannot be bought; returns today's unit price."""
     if quantity > MAX_QUANTITY:
         raise InvalidInput("quantity", f"at most {MAX_QUANTITY} of one SKU per cart")
     offer = (await catalog.for_sale(session, [sku])).get(sku)
@@ -289,6 +421,7 @@ async def _check_buyable(session: AsyncSession, cart: Cart, sku: str, quantity: 
             f"only {level.available} of {sku} available",
             errors=[{"sku": sku, "requested": quantity, "available": level.available}],
         )
+    return offer.price_amount
 
 
 async def view(session: AsyncSession, cart: Cart, *, token: str | None = None) -> CartView:

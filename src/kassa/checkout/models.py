@@ -1,10 +1,22 @@
-"""Coupons, shipping rates and tax rates: what pricing reads."""
+"""Coupons, shipping and tax rates (what pricing reads), checkouts and their phase records."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, CheckConstraint, Integer, String
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kassa import clock
@@ -53,3 +65,77 @@ class TaxRate(Base):
 
     country: Mapped[str] = mapped_column(String(2), primary_key=True)
     basis_points: Mapped[int] = mapped_column(Integer)
+
+
+_OPEN = text("state = 'open'")
+
+
+class Checkout(Base):
+    """A cart turned into held stock, a price snapshot and a payment."""
+
+    __tablename__ = "checkouts"
+    __table_args__ = (
+        CheckConstraint("state IN ('open', 'completed', 'cancelled', 'expired')", name="state"),
+        CheckConstraint("total_amount >= 0", name="total_not_negative"),
+        # One open checkout per cart, enforced by the database (API.md: 409 checkout_active).
+        Index(
+            "uq_checkouts_open_per_cart",
+            "cart_id",
+            unique=True,
+            postgresql_where=_OPEN,
+            sqlite_where=_OPEN,
+        ),
+        Index(
+            "ix_checkouts_open_expires_at", "expires_at", postgresql_where=_OPEN, sqlite_where=_OPEN
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    cart_id: Mapped[str] = mapped_column(ForeignKey("carts.id"), index=True)
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
+    state: Mapped[str] = mapped_column(String(16), default="open")
+    email: Mapped[str] = mapped_column(String(320))
+    shipping_address: Mapped[dict[str, Any]] = mapped_column(JSON)
+    coupon_code: Mapped[str | None] = mapped_column(String(64))
+    currency: Mapped[str] = mapped_column(String(3))
+    # The price snapshot: [{"sku", "name", "vendor_id", "quantity", "unit_price_amount",
+    # "line_amount"}], honoured until the checkout ends.
+    lines: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    price_changes: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    subtotal_amount: Mapped[int] = mapped_column(BigInteger)
+    discount_amount: Mapped[int] = mapped_column(BigInteger)
+    shipping_amount: Mapped[int] = mapped_column(BigInteger)
+    tax_amount: Mapped[int] = mapped_column(BigInteger)
+    total_amount: Mapped[int] = mapped_column(BigInteger)
+    hold_id: Mapped[str] = mapped_column(ForeignKey("holds.id"))
+    payment_id: Mapped[str | None] = mapped_column(String(40))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Why the checkout ended without an order, or what a late payment came to.
+    outcome_reason: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class CheckoutPhase(Base):
+    """One phase of one checkout (validation, pricing, hold, payment, completion, cancel,
+    expiry) with its outcome and timing: what stats and `kassa monitor` read."""
+
+    __tablename__ = "checkout_phases"
+    __table_args__ = (
+        CheckConstraint("outcome IN ('ok', 'failed')", name="outcome"),
+        Index("ix_checkout_phases_created_at", "created_at"),
+        {"implicit_returning": False},
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    checkout_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    phase: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(8))
+    code: Mapped[str | None] = mapped_column(String(64))
+    duration_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    # For a failure: what was rolled back; for a late payment: what became of it.
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)

@@ -149,6 +149,16 @@ async def redeem_coupon(session: AsyncSession, code: str, *, now: datetime | Non
     raise CouponNotApplicable(f"coupon {coupon.code} has been used up", reason="used_up")
 
 
+async def release_coupon(session: AsyncSession, code: str) -> None:
+    """Give back one use (its checkout was cancelled or expired)."""
+    await session.execute(
+        update(Coupon)
+        .where(Coupon.code == code, Coupon.times_used > 0)
+        .values(times_used=Coupon.times_used - 1)
+        .execution_options(synchronize_session=False)
+    )
+
+
 async def set_shipping_rate(
     session: AsyncSession, *, country: str, amount: int, free_above_amount: int | None
 ) -> ShippingRate:

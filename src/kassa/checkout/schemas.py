@@ -1,11 +1,11 @@
-"""Request and response bodies of the coupon, shipping-rate and tax-rate admin endpoints."""
+"""Request and response bodies: coupons, shipping and tax rates (admin) and checkouts."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, EmailStr, Field, StringConstraints
 
 from kassa.fields import MAX_AMOUNT, Amount, Input, Timestamp
 
@@ -61,3 +61,77 @@ class TaxRateIn(Input):
 class TaxRateOut(BaseModel):
     country: str
     basis_points: int
+
+
+Country2 = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}$", to_lower=True)]
+Line = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+
+
+class AddressIn(Input):
+    name: Line
+    line1: Line
+    line2: Line | None = None
+    city: Line
+    postal_code: Annotated[str, StringConstraints(min_length=1, max_length=20)]
+    country: Country2 = Field(description="ISO 3166-1 alpha-2 (any case)")
+
+
+class CheckoutCreate(Input):
+    cart_id: Annotated[str, StringConstraints(max_length=64)]
+    email: EmailStr
+    shipping_address: AddressIn
+    coupon_code: CouponCode | None = None
+    provider: Literal["sandbox", "stripe", "razorpay"] | None = None
+
+
+class SnapshotLineOut(BaseModel):
+    sku: str
+    name: str
+    quantity: int
+    unit_price_amount: int
+    line_amount: int
+
+
+class PriceChangeOut(BaseModel):
+    sku: str
+    old_price_amount: int
+    new_price_amount: int
+
+
+class CheckoutHoldOut(BaseModel):
+    id: str
+    state: str
+    expires_at: datetime
+    lines: list[dict[str, int | str]]
+
+
+class CheckoutPaymentOut(BaseModel):
+    id: str
+    provider: str
+    status: str
+    client_secret: str | None = None
+    provider_reference: str
+
+
+class CheckoutOut(BaseModel):
+    id: str
+    state: Literal["open", "completed", "cancelled", "expired"]
+    cart_id: str
+    email: str
+    expires_at: datetime
+    seconds_left: int
+    currency: str
+    lines: list[SnapshotLineOut]
+    price_changes: list[PriceChangeOut]
+    coupon_code: str | None
+    subtotal_amount: int
+    discount_amount: int
+    shipping_amount: int
+    tax_amount: int
+    total_amount: int
+    shipping_address: dict[str, str]
+    hold: CheckoutHoldOut
+    payment: CheckoutPaymentOut | None
+    order_id: str | None = None
+    outcome_reason: str | None = None
+    created_at: datetime

@@ -523,3 +523,24 @@ async def _load(conn: AsyncConnection, hold_id: str, now: datetime) -> HoldView:
         created_at=row.created_at,
         lines=[(sku, int(quantity)) for sku, quantity in result],
     )
+
+
+async def extend_hold(session: AsyncSession, hold_id: str, expires_at: datetime) -> bool:
+    """Move an active, not yet expired hold's expiry to `expires_at` (a payment is processing
+    at the provider, or came back failed). False if the hold is no longer active."""
+    conn = await session.connection()
+    now = clock.now()
+    result = await conn.execute(
+        update(holds)
+        .where(holds.c.id == hold_id, holds.c.state == "active", holds.c.expires_at > now)
+        .values(expires_at=expires_at)
+        .returning(holds.c.id)
+    )
+    if result.first() is None:
+        return False
+    await conn.execute(
+        update(hold_lines)
+        .where(hold_lines.c.hold_id == hold_id, hold_lines.c.active_until.is_not(None))
+        .values(active_until=expires_at)
+    )
+    return True

@@ -205,3 +205,34 @@ async def low_stock(
         query = query.where(stock.c.sku > after_sku)
     result = await session.execute(query)
     return [LowStockItem(*row) for row in result]
+
+
+async def put_back(
+    session: AsyncSession,
+    lines: Sequence[tuple[str, int]],
+    *,
+    reference_type: str,
+    reference_id: str,
+    reason: str,
+    actor_id: str | None,
+) -> None:
+    """Sold units come back to stock (a cancelled order, a received return): on_hand grows, one
+    `return` ledger entry per SKU, rows touched in SKU order."""
+    conn = await session.connection()
+    totals: dict[str, int] = {}
+    for sku, quantity in lines:
+        if quantity > 0:
+            totals[sku] = totals.get(sku, 0) + quantity
+    for sku in sorted(totals):
+        await conn.execute(
+            update(stock).where(stock.c.sku == sku).values(on_hand=stock.c.on_hand + totals[sku])
+        )
+    await ledger.record(
+        conn,
+        [
+            Movement(
+                sku, "return", totals[sku], 0, reference_type, reference_id, reason[:255], actor_id
+            )
+            for sku in sorted(totals)
+        ],
+    )

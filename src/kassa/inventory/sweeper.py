@@ -1,4 +1,5 @@
-"""The expiry sweeper: ends holds whose time is up and gives their stock back, in batches.
+"""The expiry sweeper: ends checkouts and holds whose time is up and gives their stock back, in
+batches. Checkouts first (state and coupon use); their holds expire with them in the hold pass.
 
 On PostgreSQL each batch claims its holds with `FOR UPDATE SKIP LOCKED`, so any number of
 sweepers (in `kassa serve` processes and `kassa worker`s) can run at once without waiting for each
@@ -18,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kassa import clock
+from kassa.checkout.service import expire_due_checkouts
 from kassa.config import Settings
 from kassa.db import Database
 from kassa.inventory.holds import end_holds, holds
@@ -60,6 +62,17 @@ async def run_sweep(db: Database, settings: Settings) -> SweepResult:
     t0 = time.perf_counter()
     result = SweepResult()
     limit = settings.sweep_batch_size
+    while True:
+        now = clock.now()
+
+        async def checkouts(session: AsyncSession, now: datetime = now) -> int:
+            return await expire_due_checkouts(session, now=now, limit=limit)
+
+        expired_checkouts = await db.run(checkouts)
+        result.expired_checkouts += expired_checkouts
+        if expired_checkouts == limit:
+            continue
+        break
     while True:
         now = clock.now()
 

@@ -15,6 +15,7 @@ from kassa.db import Database
 from kassa.deps import AppSettings
 from kassa.errors import problem
 from kassa.inventory import sweeper
+from kassa.payments.outbox import drain_all
 
 router = APIRouter(tags=["operations"])
 
@@ -75,3 +76,10 @@ async def run_sweep_now(
 ) -> dict[str, int]:
     result = await sweeper.run_sweep(request.app.state.db, settings)
     return asdict(result)
+
+
+@router.post("/v1/admin/jobs/outbox")
+async def run_outbox_now(request: Request, _admin: AdminPrincipal) -> dict[str, int]:
+    """Deliver every outbox message that is due now (webhooks, provider refunds)."""
+    attempted = await drain_all(request.app.state.outbox)
+    return {"attempted": attempted}

@@ -1,0 +1,169 @@
+"""What a provider's verdict on a checkout's payment does (promise 6: money and stock agree).
+
+Success: exactly one order (the unique checkout_id), the hold committed (ledger entries), the
+cart closed. A success that arrives after the checkout expired holds the stock again if it can;
+if it cannot (or the coupon is used up, or the buyer had cancelled), there is no order and the
+payment is refunded in full through the provider, with the reason recorded on the checkout.
+Failure: the checkout stays open for another card (or ends, KASSA_RELEASE_ON_PAYMENT_FAILURE).
+Every path is safe to run twice and in any order with the others: the payment's status machine
+and the checkout's state decide what is left to do.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kassa import clock
+from kassa.carts import service as carts
+from kassa.checkout import phases, rates
+from kassa.checkout import service as checkouts
+from kassa.checkout.models import Checkout
+from kassa.checkout.pricing import CouponNotApplicable
+from kassa.config import Settings
+from kassa.inventory import holds
+from kassa.orders import service as orders
+from kassa.payments import service as payments
+from kassa.payments.models import Payment
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What became of a payment success: an order, a refund, or nothing new (already done)."""
+
+    outcome: str  # "order", "refunded", "already_done"
+    order_id: str | None = None
+    reason: str | None = None
+
+
+async def payment_succeeded(
+    session: AsyncSession, settings: Settings, payment: Payment, *, actor: str
+) -> Completion:
+    started = time.perf_counter()
+    checkout = await checkouts.lock_checkout(session, payment.checkout_id)
+    await session.refresh(payment)
+    await payments.record_outcome(session, payment, succeeded=True, failure_code=None)
+    if checkout.state == "completed":
+        existing = await orders.order_for_checkout(session, checkout.id)
+        return Completion("already_done", existing.id if existing else None)
+    if payment.refunded_amount > 0:
+        # Refunded already: this checkout's late or cancelled payment was given back.
+        return Completion("already_done", reason=checkout.outcome_reason)
+    now = clock.now()
+    if checkout.state == "cancelled":
+        return await _refund_all(session, checkout, payment, "checkout_cancelled", started)
+    hold = await holds.get_hold(session, checkout.hold_id, now=now)
+    late = hold.state != "active"
+    if late:
+        if checkout.state == "open":
+            await checkouts.expire_checkout(session, checkout.id, now)
+            await session.refresh(checkout)
+        why = await _hold_again(session, settings, checkout)
+        if why is not None:
+            return await _refund_all(session, checkout, payment, why, started)
+    await holds.commit_hold(session, checkout.hold_id)
+    checkouts.check_transition(checkout.state, "completed")
+    checkout.state = "completed"
+    checkout.ended_at = now
+    checkout.updated_at = now
+    if late:
+        checkout.outcome_reason = "paid after expiry; the stock was held again"
+    order = await orders.create_order(
+        session,
+        orders.NewOrder(
+            checkout_id=checkout.id,
+            cart_id=checkout.cart_id,
+            user_id=checkout.user_id,
+            payment_id=payment.id,
+            email=checkout.email,
+            currency=checkout.currency,
+            lines=checkout.lines,
+            subtotal_amount=checkout.subtotal_amount,
+            discount_amount=checkout.discount_amount,
+            shipping_amount=checkout.shipping_amount,
+            tax_amount=checkout.tax_amount,
+            total_amount=checkout.total_amount,
+            shipping_address=checkout.shipping_address,
+        ),
+        actor=actor,
+    )
+    await carts.unlock(session, checkout.cart_id, checkout.id, close=True)
+    await phases.record(
+        session,
+        checkout.id,
+        "completion",
+        "ok",
+        duration_ms=_ms(started),
+        detail={"order_id": order.id, "late": late} if late else None,
+    )
+    await session.flush()
+    return Completion("order", order.id)
+
+
+async def _hold_again(session: AsyncSession, settings: Settings, checkout: Checkout) -> str | None:
+    """A late payment: hold the snapshot's lines again (and count the coupon again). Returns
+    None on success, else why not."""
+    nested = await session.begin_nested()
+    try:
+        hold = await holds.hold_stock(
+            session,
+            [(line["sku"], int(line["quantity"])) for line in checkout.lines],
+            ttl_seconds=settings.hold_ttl_seconds,
+            reference=checkout.id,
+        )
+        if checkout.coupon_code:
+            await rates.redeem_coupon(session, checkout.coupon_code)
+    except holds.InsufficientStock:
+        await nested.rollback()
+        return "stock_unavailable_after_expiry"
+    except holds.UnknownSku:
+        await nested.rollback()
+        return "sku_gone_after_expiry"
+    except CouponNotApplicable:
+        await nested.rollback()
+        return "coupon_used_up_after_expiry"
+    await nested.commit()
+    checkout.hold_id = hold.id
+    return None
+
+
+async def _refund_all(
+    session: AsyncSession, checkout: Checkout, payment: Payment, why: str, started: float
+) -> Completion:
+    left = payment.amount - payment.refunded_amount
+    if left > 0:
+        await payments.create_refund(session, payment, amount=left, reason=why, order_id=None)
+    checkout.outcome_reason = f"payment refunded: {why}"
+    checkout.updated_at = clock.now()
+    await phases.record(
+        session,
+        checkout.id,
+        "completion",
+        "failed",
+        code="late_payment_refunded" if why != "checkout_cancelled" else "cancelled_then_paid",
+        duration_ms=_ms(started),
+        detail={"reason": why, "refunded_amount": left},
+    )
+    await session.flush()
+    return Completion("refunded", reason=why)
+
+
+async def payment_failed(
+    session: AsyncSession, settings: Settings, payment: Payment, *, failure_code: str | None
+) -> bool:
+    """Returns False when the verdict changes nothing (e.g. it came after the success)."""
+    checkout = await checkouts.lock_checkout(session, payment.checkout_id)
+    await session.refresh(payment)
+    if not await payments.record_outcome(
+        session, payment, succeeded=False, failure_code=failure_code
+    ):
+        return False
+    await phases.record(session, checkout.id, "payment", "failed", code=failure_code or "failed")
+    await checkouts.payment_came_back_failed(session, settings, checkout)
+    return True
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000

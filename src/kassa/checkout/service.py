@@ -1,0 +1,409 @@
+"""Checkout: a cart becomes held stock, a price snapshot and a payment; cancel and expiry.
+
+Lock order (with completion and the sweeper): the cart row, then checkout rows, then the coupon,
+then hold rows, then stock rows in SKU order. A checkout does not end its hold when it expires:
+the hold has the same expiry, and the hold engine (sweeper or lazy reclaim) gives the units back
+in its own lock order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kassa import clock
+from kassa.carts import service as carts
+from kassa.carts.service import CartAccess
+from kassa.catalog import service as catalog
+from kassa.checkout import phases, pricing, rates
+from kassa.checkout.models import Checkout
+from kassa.checkout.phases import PhaseLog
+from kassa.config import Settings
+from kassa.errors import Conflict, InvalidInput, InvalidTransition, KassaError, NotFound
+from kassa.ids import new_id
+from kassa.inventory import holds
+from kassa.payments import service as payments
+from kassa.payments.providers.registry import get_provider
+
+
+class CheckoutNotFound(NotFound):
+    title = "Checkout not found"
+
+
+class CheckoutActive(KassaError):
+    status, code, title = 409, "checkout_active", "The cart already has an open checkout"
+
+
+class CheckoutExpired(KassaError):
+    status, code, title = 409, "checkout_expired", "The checkout has expired"
+
+
+class PriceChanged(KassaError):
+    status, code, title = 409, "price_changed", "Prices changed since the cart was last seen"
+
+
+class NotForSale(Conflict):
+    title = "Some items are no longer for sale"
+
+
+class EmptyCart(KassaError):
+    status, code, title = 422, "validation_error", "The cart is empty"
+
+
+# The checkout state machine. A checkout that expired may still complete: its payment arrived
+# late and the stock could be held again (see completion.py).
+CHECKOUT_TRANSITIONS: dict[str, frozenset[str]] = {
+    "open": frozenset({"completed", "cancelled", "expired"}),
+    "expired": frozenset({"completed"}),
+    "completed": frozenset(),
+    "cancelled": frozenset(),
+}
+
+
+def check_transition(current: str, target: str) -> None:
+    if target not in CHECKOUT_TRANSITIONS[current]:
+        raise InvalidTransition(
+            f"a {current} checkout cannot become {target}", from_state=current, to_state=target
+        )
+
+
+@dataclass(frozen=True)
+class Address:
+    name: str
+    line1: str
+    city: str
+    postal_code: str
+    country: str
+    line2: str | None = None
+
+
+@dataclass(frozen=True)
+class CheckoutView:
+    checkout: Checkout
+    hold: holds.HoldView
+    payment: payments.PaymentView | None
+    seconds_left: int
+
+
+def drifted(old: int, new: int, tolerance_percent: float) -> bool:
+    """Did a price move by more than the tolerance (either way)?"""
+    if old == new:
+        return False
+    if old == 0:
+        return True
+    return abs(new - old) * 100 > tolerance_percent * old
+
+
+async def start_checkout(
+    session: AsyncSession,
+    settings: Settings,
+    log: PhaseLog,
+    *,
+    access: CartAccess,
+    cart_id: str,
+    email: str,
+    address: Address,
+    coupon_code: str | None,
+    provider_name: str | None,
+) -> CheckoutView:
+    """Validate, re-price, hold every line, create the payment; all in the caller's transaction.
+
+    Raises (and the caller's rollback undoes everything): CheckoutActive, PriceChanged with
+    the lines, InsufficientStock, CouponNotApplicable, NotShippable, EmptyCart, NotForSale."""
+    now = clock.now()
+    checkout_id = new_id("chk")
+    log.checkout_id = checkout_id
+    ttl = min(settings.hold_ttl_seconds, settings.hold_max_ttl_seconds)
+    expires_at = now + timedelta(seconds=ttl)
+    with log.phase("validation"):
+        provider = get_provider(settings, provider_name)
+        cart = await carts.find_cart(session, cart_id, access)
+        holder = await carts.lock_for_checkout(
+            session, cart, checkout_id=checkout_id, until=expires_at
+        )
+        if holder is not None:
+            raise CheckoutActive(f"cart {cart_id} has an open checkout", checkout_id=holder)
+        # An earlier checkout whose time is up but that no sweep has ended yet.
+        await _expire_open_checkouts_of(session, cart.id, now)
+        lines = await carts.lines_of(session, cart.id)
+        if not lines:
+            raise EmptyCart("add items to the cart before checking out")
+    with log.phase("pricing"):
+        offers = await catalog.for_sale(session, [line.sku for line in lines])
+        unavailable = [ln.sku for ln in lines if ln.sku not in offers or not offers[ln.sku].active]
+        if unavailable:
+            raise NotForSale(f"no longer for sale: {', '.join(unavailable)}", skus=unavailable)
+        changes: list[dict[str, Any]] = []
+        refused: list[dict[str, Any]] = []
+        for line in lines:
+            old, new = line.seen_unit_price_amount, offers[line.sku].price_amount
+            if old is None or old == new:
+                continue
+            change = {"sku": line.sku, "old_price_amount": old, "new_price_amount": new}
+            too_far = drifted(old, new, settings.price_drift_tolerance_percent)
+            (refused if too_far else changes).append(change)
+        if refused:
+            raise PriceChanged(
+                "prices changed beyond the tolerance; the cart now shows the new prices, "
+                "check out again to accept them",
+                errors=refused,
+            )
+        coupon = await rates.find_coupon(session, coupon_code) if coupon_code else None
+        totals = pricing.price(
+            [pricing.PricedLine(ln.sku, ln.quantity, offers[ln.sku].price_amount) for ln in lines],
+            currency=cart.currency,
+            country=address.country,
+            shipping_rate=await rates.shipping_terms(session, address.country),
+            tax_basis_points=await rates.tax_basis_points(session, address.country),
+            coupon=coupon,
+            now=now,
+        )
+        if coupon is not None:
+            await rates.redeem_coupon(session, coupon.code, now=now)
+    with log.phase("hold"):
+        hold = await holds.hold_stock(
+            session,
+            [(ln.sku, ln.quantity) for ln in lines],
+            ttl_seconds=ttl,
+            reference=checkout_id,
+            now=now,
+        )
+    snapshot = [
+        {
+            "sku": ln.sku,
+            "name": offers[ln.sku].name,
+            "vendor_id": offers[ln.sku].vendor_id,
+            "quantity": ln.quantity,
+            "unit_price_amount": ln.unit_price_amount,
+            "line_amount": ln.line_amount,
+        }
+        for ln in totals.lines
+    ]
+    checkout = Checkout(
+        id=checkout_id,
+        cart_id=cart.id,
+        user_id=access.principal.user_id if access.principal else cart.user_id,
+        state="open",
+        email=email,
+        shipping_address=_address_dict(address),
+        coupon_code=coupon.code if coupon else None,
+        currency=cart.currency,
+        lines=snapshot,
+        price_changes=changes,
+        subtotal_amount=totals.subtotal_amount,
+        discount_amount=totals.discount_amount,
+        shipping_amount=totals.shipping_amount,
+        tax_amount=totals.tax_amount,
+        total_amount=totals.total_amount,
+        hold_id=hold.id,
+        expires_at=expires_at,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(checkout)
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError:
+        # Unreachable while the cart lock holds; the partial unique index is the last word.
+        raise CheckoutActive(f"cart {cart_id} has an open checkout") from None
+    with log.phase("payment"):
+        payment = await payments.create_payment(
+            session,
+            provider,
+            checkout_id=checkout_id,
+            amount=totals.total_amount,
+            currency=cart.currency,
+        )
+        checkout.payment_id = payment.id
+        await session.flush()
+    await log.save(session)
+    return CheckoutView(checkout, hold, payments.payment_view(payment), ttl)
+
+
+def _address_dict(address: Address) -> dict[str, Any]:
+    return {k: v for k, v in address.__dict__.items() if v is not None}
+
+
+async def _expire_open_checkouts_of(session: AsyncSession, cart_id: str, now: datetime) -> None:
+    result = await session.execute(
+        select(Checkout.id).where(
+            Checkout.cart_id == cart_id, Checkout.state == "open", Checkout.expires_at <= now
+        )
+    )
+    for (checkout_id,) in result.all():
+        await expire_checkout(session, checkout_id, now)
+
+
+async def expire_checkout(session: AsyncSession, checkout_id: str, now: datetime) -> bool:
+    """Mark a due open checkout expired and give its coupon use back. Exactly once: the
+    conditional UPDATE decides among racing sweepers. The hold expires on its own."""
+    result = await session.execute(
+        update(Checkout)
+        .where(Checkout.id == checkout_id, Checkout.state == "open", Checkout.expires_at <= now)
+        .values(state="expired", ended_at=now, updated_at=now)
+        .returning(Checkout.coupon_code)
+        .execution_options(synchronize_session=False)
+    )
+    row = result.first()
+    if row is None:
+        return False
+    if row.coupon_code:
+        await rates.release_coupon(session, row.coupon_code)
+    await phases.record(session, checkout_id, "expiry", "ok")
+    return True
+
+
+async def expire_due_checkouts(session: AsyncSession, *, now: datetime, limit: int) -> int:
+    """One sweeper batch: expire up to `limit` due open checkouts (SKIP LOCKED on PostgreSQL)."""
+    query = (
+        select(Checkout.id)
+        .where(Checkout.state == "open", Checkout.expires_at <= now)
+        .order_by(Checkout.expires_at)
+        .limit(limit)
+    )
+    conn = await session.connection()
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    due = [row[0] for row in (await session.execute(query)).all()]
+    expired = 0
+    for checkout_id in due:
+        expired += await expire_checkout(session, checkout_id, now)
+    return expired
+
+
+async def find_checkout(session: AsyncSession, checkout_id: str, access: CartAccess) -> Checkout:
+    """The checkout if the caller may see it (its buyer, the cart's token, an admin)."""
+    checkout = await session.get(Checkout, checkout_id)
+    if checkout is None or not await may_access(session, checkout, access):
+        raise CheckoutNotFound(f"no checkout {checkout_id}")
+    return checkout
+
+
+async def may_access(session: AsyncSession, checkout: Checkout, access: CartAccess) -> bool:
+    principal = access.principal
+    if principal is not None and (principal.is_admin or checkout.user_id == principal.user_id):
+        return True
+    return await carts.token_opens(session, checkout.cart_id, access.token)
+
+
+async def view(session: AsyncSession, checkout: Checkout) -> CheckoutView:
+    now = clock.now()
+    hold = await holds.get_hold(session, checkout.hold_id, now=now)
+    payment = (
+        payments.payment_view(await payments.get_payment(session, checkout.payment_id))
+        if checkout.payment_id
+        else None
+    )
+    left = (
+        max(0, int((checkout.expires_at - now).total_seconds())) if checkout.state == "open" else 0
+    )
+    return CheckoutView(checkout, hold, payment, left)
+
+
+def effective_state(checkout: Checkout, now: datetime) -> str:
+    if checkout.state == "open" and checkout.expires_at <= now:
+        return "expired"
+    return checkout.state
+
+
+async def lock_checkout(session: AsyncSession, checkout_id: str) -> Checkout:
+    """The checkout row, locked (after its cart's row: see the module doc)."""
+    checkout = await session.get(Checkout, checkout_id)
+    if checkout is None:
+        raise CheckoutNotFound(f"no checkout {checkout_id}")
+    await carts.lock_row(session, checkout.cart_id)
+    conn = await session.connection()
+    if conn.dialect.name == "postgresql":
+        await session.execute(
+            select(Checkout.id).where(Checkout.id == checkout_id).with_for_update()
+        )
+    await session.refresh(checkout)
+    return checkout
+
+
+async def cancel_checkout(session: AsyncSession, checkout_id: str) -> Checkout:
+    """Release every hold now; 409 once completed. Cancelling twice is not an error."""
+    checkout = await lock_checkout(session, checkout_id)
+    now = clock.now()
+    if checkout.state == "cancelled":
+        return checkout
+    if checkout.state == "open" and checkout.expires_at <= now:
+        await expire_checkout(session, checkout.id, now)
+        await session.refresh(checkout)
+    if checkout.state == "expired":
+        raise CheckoutExpired(f"checkout {checkout.id} has expired; its stock is already back")
+    check_transition(checkout.state, "cancelled")
+    checkout.state = "cancelled"
+    checkout.ended_at = now
+    checkout.updated_at = now
+    checkout.outcome_reason = "cancelled by the buyer"
+    await holds.release_hold(session, checkout.hold_id)
+    if checkout.coupon_code:
+        await rates.release_coupon(session, checkout.coupon_code)
+    await carts.unlock(session, checkout.cart_id, checkout.id)
+    await phases.record(session, checkout.id, "cancel", "ok")
+    await session.flush()
+    return checkout
+
+
+async def payment_processing(session: AsyncSession, settings: Settings, checkout: Checkout) -> None:
+    """The buyer paid at the provider: keep the stock (up to the maximum TTL) while it works."""
+    now = clock.now()
+    if effective_state(checkout, now) == "expired":
+        raise CheckoutExpired(f"checkout {checkout.id} has expired; start a new one")
+    if checkout.state != "open":
+        raise Conflict(f"checkout {checkout.id} is {checkout.state}")
+    hold = await holds.get_hold(session, checkout.hold_id, now=now)
+    longest = hold.created_at + timedelta(seconds=settings.hold_max_ttl_seconds)
+    if longest > checkout.expires_at:
+        await _move_expiry(session, checkout, longest)
+
+
+async def payment_came_back_failed(
+    session: AsyncSession, settings: Settings, checkout: Checkout
+) -> None:
+    """A failed payment: the checkout stays open for another card, back on its normal time
+    (plus a little to type the card in), or ends at once if so configured."""
+    now = clock.now()
+    if checkout.state != "open":
+        return
+    if settings.release_on_payment_failure:
+        checkout.state = "cancelled"
+        checkout.ended_at = now
+        checkout.updated_at = now
+        checkout.outcome_reason = "payment failed (KASSA_RELEASE_ON_PAYMENT_FAILURE)"
+        await holds.release_hold(session, checkout.hold_id)
+        if checkout.coupon_code:
+            await rates.release_coupon(session, checkout.coupon_code)
+        await carts.unlock(session, checkout.cart_id, checkout.id)
+        await phases.record(session, checkout.id, "cancel", "ok", code="payment_failed")
+        return
+    hold = await holds.get_hold(session, checkout.hold_id, now=now)
+    usual = hold.created_at + timedelta(seconds=settings.hold_ttl_seconds)
+    target = min(checkout.expires_at, max(usual, now + RETRY_GRACE))
+    if target != checkout.expires_at:
+        await _move_expiry(session, checkout, target)
+
+
+RETRY_GRACE = timedelta(seconds=120)
+
+
+async def _move_expiry(session: AsyncSession, checkout: Checkout, expires_at: datetime) -> None:
+    if await holds.extend_hold(session, checkout.hold_id, expires_at):
+        checkout.expires_at = expires_at
+        checkout.updated_at = clock.now()
+        await carts.extend_lock(session, checkout.cart_id, checkout.id, expires_at)
+        await session.flush()
+
+
+def validate_address(raw: dict[str, Any]) -> Address:
+    try:
+        return Address(**raw)
+    except TypeError as error:
+        raise InvalidInput("shipping_address", str(error)) from None

@@ -1,0 +1,1 @@
+"""Orders: created by a paid checkout; status machine, cancellation, refunds and returns."""

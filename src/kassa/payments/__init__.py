@@ -1,0 +1,1 @@
+"""Payments: providers, the payment and refund records, webhooks and the outbox."""

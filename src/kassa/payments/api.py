@@ -1,0 +1,82 @@
+"""Payment status, the sandbox provider's "card form" and the sandbox webhook endpoint."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request
+
+from kassa.carts.deps import Access
+from kassa.checkout import service as checkouts
+from kassa.deps import AppSettings, ReadSession, WriteSession, get_database
+from kassa.payments import delivery, webhooks
+from kassa.payments import service as payments
+from kassa.payments.models import Payment
+from kassa.payments.providers import sandbox
+from kassa.payments.providers.base import PAYMENT_FAILED, PAYMENT_SUCCEEDED
+from kassa.payments.schemas import CardIn, PaymentOut, SandboxPayOut, WebhookAck
+
+router = APIRouter(tags=["payments"])
+
+PaymentId = Annotated[str, Path(max_length=64)]
+
+
+def payment_out(payment: Payment) -> PaymentOut:
+    return PaymentOut.model_validate(payment, from_attributes=True)
+
+
+@router.get("/v1/payments/{payment_id}", response_model=PaymentOut)
+async def get_payment(payment_id: PaymentId, access: Access, session: ReadSession) -> PaymentOut:
+    """Status polling for the buyer (cart token or sign-in) and admins."""
+    try:
+        payment = await payments.get_payment(session, payment_id)
+        await checkouts.find_checkout(session, payment.checkout_id, access)
+    except (payments.PaymentNotFound, checkouts.CheckoutNotFound):
+        raise payments.PaymentNotFound(f"no payment {payment_id}") from None
+    return payment_out(payment)
+
+
+@router.post("/v1/sandbox/payments/{payment_id}/pay", status_code=202, response_model=SandboxPayOut)
+async def sandbox_pay(
+    payment_id: PaymentId, body: CardIn, session: WriteSession, settings: AppSettings
+) -> SandboxPayOut:
+    """The sandbox's card form. 4242424242424242 succeeds, 4000000000000002 is declined,
+    4000000000009995 fails with insufficient funds (any other 16 digits: declined). The outcome
+    arrives later as a signed webhook, like a real provider's; the hold is kept (up to the
+    maximum TTL) while it is on its way."""
+    payment = await payments.get_payment(session, payment_id)
+    if payment.provider != sandbox.NAME:
+        raise payments.PaymentNotFound(f"no sandbox payment {payment_id}")
+    checkout = await checkouts.lock_checkout(session, payment.checkout_id)
+    await session.refresh(payment)
+    await checkouts.payment_processing(session, settings, checkout)
+    await payments.start_processing(session, payment)
+    outcome = sandbox.card_outcome(body.card_number)
+    data: dict[str, object] = {
+        "payment_id": payment.id,
+        "provider_reference": payment.provider_reference,
+        "amount": payment.amount,
+        "currency": payment.currency,
+    }
+    if not outcome.succeeded:
+        data["failure_code"] = outcome.failure_code
+    await delivery.emit_sandbox_event(
+        session, PAYMENT_SUCCEEDED if outcome.succeeded else PAYMENT_FAILED, data
+    )
+    return SandboxPayOut(
+        payment_id=payment.id,
+        status="pending",
+        detail="the outcome is delivered as a signed webhook; poll GET /v1/payments/{id}",
+    )
+
+
+@router.post("/v1/webhooks/sandbox", response_model=WebhookAck)
+async def sandbox_webhook(request: Request, settings: AppSettings) -> WebhookAck:
+    """Sandbox events, verified with Standard Webhooks (`webhook-id`, `webhook-timestamp`,
+    `webhook-signature`); each event id takes effect once."""
+    body = await request.body()
+    provider = sandbox.SandboxProvider(settings.sandbox_webhook_secret.get_secret_value())
+    outcome = await webhooks.receive(
+        get_database(request), settings, provider, body, request.headers
+    )
+    return WebhookAck(received=True, outcome=outcome)

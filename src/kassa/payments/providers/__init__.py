@@ -1,0 +1,1 @@
+"""Payment providers behind one small interface (DESIGN.md "Payments")."""
