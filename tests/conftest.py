@@ -200,7 +200,7 @@ def make_user(db: Database, settings: Settings):
             )
         )
         token, _ = issue_token(
-            secret=SECRET, user_id=user.id, role=role, token_type="access", ttl_seconds=900
+            secret=SECRET, user_id=user.id, role=role, token_type="access", ttl_seconds=86_400
         )
         return Account(user.id, address, role, token)
 

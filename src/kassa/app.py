@@ -20,6 +20,7 @@ from kassa.checkout.checkout_api import router as checkout_router
 from kassa.config import Settings, get_settings
 from kassa.db import Database
 from kassa.errors import install_error_handlers
+from kassa.idempotency import IdempotencyMiddleware
 from kassa.inventory.api import router as inventory_router
 from kassa.inventory.sweeper import sweeper_loop
 from kassa.openapi import install_openapi
@@ -117,6 +118,7 @@ def create_app(
         # Without a lifespan (tests on ASGITransport) the outbox is still there to drain.
         app.state.outbox = outbox_context(db, settings, _in_process_client(app))
     install_error_handlers(app)
+    app.add_middleware(IdempotencyMiddleware)
     install_openapi(app)
     for router in (
         ops_router,

@@ -1,4 +1,4 @@
-"""The `kassa` command: serve, migrate, seed, users, sweep, worker."""
+"""The `kassa` command: serve, migrate, seed, users, sweep, worker, monitor."""
 
 from __future__ import annotations
 
@@ -153,28 +153,100 @@ def sweep() -> None:
 
 @app.command()
 def worker() -> None:
-    """Run the background loops (the hold sweeper) without the HTTP server."""
+    """Run the background loops without the HTTP server: the expiry sweeper and the outbox
+    (sandbox webhook deliveries, provider refunds)."""
+    import httpx
+
+    from kassa.app import create_app, webhook_client
     from kassa.inventory.sweeper import sweeper_loop
     from kassa.ops.logs import configure_logging
+    from kassa.payments.delivery import outbox_context
+    from kassa.payments.outbox import outbox_loop
 
     settings = _settings()
     configure_logging(settings.log_format, settings.log_level)
     interval = settings.sweep_interval_seconds or 30.0
-    settings = settings.model_copy(update={"sweep_interval_seconds": interval})
+    outbox_interval = settings.outbox_interval_seconds or 1.0
+    settings = settings.model_copy(
+        update={"sweep_interval_seconds": interval, "outbox_interval_seconds": outbox_interval}
+    )
 
     async def run() -> None:
-        db = Database(settings.database_url, pool_size=2)
+        db = Database(settings.database_url, pool_size=4)
+        # Without KASSA_SANDBOX_WEBHOOK_URL the webhooks go to an in-process copy of the app,
+        # through its whole HTTP stack (signature check included), on the same database.
+        local_app = create_app(settings, db=db, background=False)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        console.print(f"worker: sweeping every {interval:g} s (Ctrl-C stops)")
+        console.print(
+            f"worker: sweeping every {interval:g} s, outbox every {outbox_interval:g} s "
+            "(Ctrl-C stops)"
+        )
+        http: httpx.AsyncClient
         try:
-            await sweeper_loop(db, settings, stop)
+            async with webhook_client(local_app, settings) as http:
+                context = outbox_context(db, settings, http)
+                await asyncio.gather(sweeper_loop(db, settings, stop), outbox_loop(context, stop))
         finally:
             await db.dispose()
 
     asyncio.run(run())
+
+
+@app.command()
+def monitor(
+    hours: Annotated[int, typer.Option(min=1, max=24 * 90, help="The window, in hours")] = 24,
+) -> None:
+    """Checkout and webhook stats of the last HOURS as a table."""
+    from rich.table import Table
+
+    from kassa.ops import stats as ops_stats
+
+    settings = _settings()
+
+    async def collect() -> ops_stats.Stats:
+        db = Database(settings.database_url, pool_size=1)
+        try:
+            async with db.read() as session:
+                return await ops_stats.collect(session, hours=hours)
+        finally:
+            await db.dispose()
+
+    stats = asyncio.run(collect())
+    out = Console()
+    table = Table(title=f"Kassa, last {hours} h (since {stats.since:%Y-%m-%d %H:%M} UTC)")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    rate = "n/a" if stats.success_rate is None else f"{stats.success_rate:.1%}"
+    for label, value in (
+        ("checkouts started", stats.started),
+        ("completed", stats.completed),
+        ("expired", stats.expired),
+        ("cancelled", stats.cancelled),
+        ("failed to start", stats.failed),
+        ("success rate", rate),
+        ("price-drift rejections", stats.price_drift_rejections),
+        ("payments failed at the provider", stats.payment_failures),
+        ("late payments refunded", stats.late_payments_refunded),
+        ("webhooks received", stats.webhooks_received),
+        ("  processed", stats.webhooks_processed),
+        ("  duplicated", stats.webhooks_duplicated),
+        ("  rejected", stats.webhooks_rejected),
+        ("  ignored", stats.webhooks_ignored),
+    ):
+        table.add_row(label, str(value))
+    for phase, count in sorted(stats.failures_by_phase.items()):
+        table.add_row(f"failures in {phase}", str(count))
+    out.print(table)
+    if stats.phase_timings:
+        timing = Table(title="phase timings (successful runs)")
+        for column in ("phase", "runs", "mean ms", "max ms"):
+            timing.add_column(column, justify="left" if column == "phase" else "right")
+        for phase, t in stats.phase_timings.items():
+            timing.add_row(phase, str(t.count), f"{t.mean_ms:.1f}", f"{t.max_ms:.1f}")
+        out.print(timing)
 
 
 def main() -> None:

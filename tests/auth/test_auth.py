@@ -55,9 +55,13 @@ async def test_bad_tokens_are_401(client, make_user) -> None:
 
 async def test_access_tokens_expire(client, make_user) -> None:
     account = await make_user("customer")
-    assert (await client.get("/v1/auth/me", headers=account.headers)).status_code == 200
-    clock.advance(timedelta(seconds=901))
-    assert (await client.get("/v1/auth/me", headers=account.headers)).status_code == 401
+    login = await client.post(
+        "/v1/auth/login", json={"email": account.email, "password": "correct-horse-battery"}
+    )
+    headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    assert (await client.get("/v1/auth/me", headers=headers)).status_code == 200
+    clock.advance(timedelta(seconds=901))  # KASSA_ACCESS_TOKEN_TTL_SECONDS is 900
+    assert (await client.get("/v1/auth/me", headers=headers)).status_code == 401
 
 
 async def test_a_token_of_another_type_is_refused(client, make_user) -> None:

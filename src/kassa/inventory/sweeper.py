@@ -18,7 +18,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kassa import clock
+from kassa import clock, idempotency
 from kassa.checkout.service import expire_due_checkouts
 from kassa.config import Settings
 from kassa.db import Database
@@ -35,6 +35,7 @@ class SweepResult:
     expired_holds: int = 0
     expired_checkouts: int = 0
     released_units: int = 0
+    forgotten_idempotency_keys: int = 0
     duration_ms: int = 0
 
 
@@ -84,6 +85,7 @@ async def run_sweep(db: Database, settings: Settings) -> SweepResult:
         result.released_units += units
         if expired < limit:
             break
+    result.forgotten_idempotency_keys = await db.run(idempotency.purge_expired)
     result.duration_ms = int((time.perf_counter() - t0) * 1000)
     await db.run(
         lambda s: jobs.record_run(

@@ -1,20 +1,21 @@
-"""Health, readiness and the admin job endpoints."""
+"""Health, readiness, stats and the admin job endpoints."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import asdict
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from kassa.auth.deps import AdminPrincipal
 from kassa.db import Database
-from kassa.deps import AppSettings
+from kassa.deps import AppSettings, ReadSession
 from kassa.errors import problem
 from kassa.inventory import sweeper
+from kassa.ops import stats as ops_stats
 from kassa.payments.outbox import drain_all
 
 router = APIRouter(tags=["operations"])
@@ -83,3 +84,15 @@ async def run_outbox_now(request: Request, _admin: AdminPrincipal) -> dict[str, 
     """Deliver every outbox message that is due now (webhooks, provider refunds)."""
     attempted = await drain_all(request.app.state.outbox)
     return {"attempted": attempted}
+
+
+@router.get("/v1/admin/stats")
+async def stats(
+    _admin: AdminPrincipal,
+    session: ReadSession,
+    hours: Annotated[int, Query(ge=1, le=24 * 90, description="The window, in hours")] = 24,
+) -> dict[str, Any]:
+    """Checkouts started / completed / expired / cancelled / failed, success rate, failures by
+    phase and code, price-drift rejections, webhooks received / duplicated / rejected, and the
+    time each phase takes, over the last `hours`."""
+    return asdict(await ops_stats.collect(session, hours=hours))

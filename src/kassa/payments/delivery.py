@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,8 +35,10 @@ async def deliver_sandbox_webhook(ctx: OutboxContext, message: Claimed) -> None:
     """POST the event, signed afresh for this attempt (same webhook-id every time)."""
     event = message.payload["event"]
     body = sandbox.body_of(event)
+    # Signed with the wall clock, not kassa.clock: the receiver checks the timestamp against
+    # its own wall clock (a 5-minute tolerance), whatever time the shop's logic runs on.
     headers = sandbox.signed_headers(
-        ctx.settings.sandbox_webhook_secret.get_secret_value(), event["id"], body, clock.now()
+        ctx.settings.sandbox_webhook_secret.get_secret_value(), event["id"], body, datetime.now(UTC)
     )
     url = ctx.settings.sandbox_webhook_url or WEBHOOK_PATH
     try:
