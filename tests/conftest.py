@@ -38,7 +38,6 @@ TABLES = [
     "order_events",
     "order_lines",
     "orders",
-    "counters",
     "refunds",
     "payments",
     "checkout_phases",

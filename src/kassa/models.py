@@ -7,7 +7,7 @@ from kassa.checkout.models import Checkout, CheckoutPhase, Coupon, ShippingRate,
 from kassa.db import Base
 from kassa.inventory.models import Hold, HoldLine, StockLevel, StockMovement
 from kassa.ops.models import IdempotencyRecord, JobRun
-from kassa.orders.models import Counter, Order, OrderEvent, OrderLine, OrderReturn
+from kassa.orders.models import Order, OrderEvent, OrderLine, OrderReturn
 from kassa.payments.models import OutboxMessage, Payment, Refund, WebhookEvent, WebhookReceipt
 
 __all__ = [
@@ -16,7 +16,6 @@ __all__ = [
     "CartItem",
     "Checkout",
     "CheckoutPhase",
-    "Counter",
     "Coupon",
     "Hold",
     "HoldLine",

@@ -63,8 +63,17 @@ async def start_checkout(
     return await client.post("/v1/checkouts", json=body, headers=access)
 
 
-async def pay(client: httpx.AsyncClient, payment_id: str, card: str = GOOD_CARD) -> httpx.Response:
-    return await client.post(f"/v1/sandbox/payments/{payment_id}/pay", json={"card_number": card})
+async def pay(
+    client: httpx.AsyncClient,
+    payment_id: str,
+    card: str = GOOD_CARD,
+    access: dict[str, str] | None = None,
+) -> httpx.Response:
+    """The buyer pays at the sandbox's card form (it needs the cart token or the sign-in; the
+    client's cookie jar carries the last cart's cookie otherwise)."""
+    return await client.post(
+        f"/v1/sandbox/payments/{payment_id}/pay", json={"card_number": card}, headers=access or {}
+    )
 
 
 async def deliver(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> int:

@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, delete, or_, select, update
+from sqlalchemy import ColumnElement, delete, false, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -176,7 +176,13 @@ async def _begin_change(session: AsyncSession, cart: Cart, expected_version: int
     result = await session.execute(
         update(Cart)
         .where(*conditions)
-        .values(version=Cart.version + 1, updated_at=now)
+        # A lapsed checkout lock goes with the change: the cart is the buyer's again.
+        .values(
+            version=Cart.version + 1,
+            updated_at=now,
+            locked_by_checkout=None,
+            locked_until=None,
+        )
         .returning(Cart.version)
         .execution_options(synchronize_session=False)
     )
@@ -205,33 +211,58 @@ def _refuse_change(cart: Cart, now: datetime) -> None:
         )
 
 
-async def lock_for_checkout(
-    session: AsyncSession, cart: Cart, *, checkout_id: str, until: datetime
-) -> str | None:
-    """Lock the cart for a new checkout (changes get 409 cart_locked until `until`).
+@dataclass(frozen=True)
+class LockedCart:
+    id: str
+    user_id: str | None
+    currency: str
+    # The cart was still locked by a checkout whose time is up (not yet swept).
+    had_lapsed_lock: bool
 
-    Returns None when locked, or the id of the checkout that holds the cart now; raises
-    CartClosed. The cart row's lock is the first lock a checkout takes."""
+
+def _access_condition(access: CartAccess) -> ColumnElement[bool]:
+    principal = access.principal
+    if principal is not None and principal.is_admin:
+        return true()
+    conditions: list[ColumnElement[bool]] = []
+    if principal is not None:
+        conditions.append(Cart.user_id == principal.user_id)
+    if access.token is not None:
+        conditions.append(Cart.token_hash == hash_token(access.token))
+    return or_(*conditions) if conditions else false()
+
+
+async def lock_for_checkout(
+    session: AsyncSession, cart_id: str, access: CartAccess, *, checkout_id: str, until: datetime
+) -> LockedCart | str:
+    """Lock the cart for a new checkout: changes get 409 cart_locked until `until`.
+
+    One UPDATE (the cart row's lock is the first lock a checkout takes) that also checks who
+    asks. Returns the locked cart, or the id of the open checkout that holds the cart; raises
+    CartNotFound or CartClosed."""
     now = clock.now()
-    result = await session.execute(
-        update(Cart)
-        .where(Cart.id == cart.id, Cart.state == "open", _unlocked(now))
-        .values(
-            version=Cart.version + 1,
-            locked_by_checkout=checkout_id,
-            locked_until=until,
-            updated_at=now,
+    for lapsed in (False, True):
+        free = Cart.locked_until <= now if lapsed else Cart.locked_until.is_(None)
+        result = await session.execute(
+            update(Cart)
+            .where(Cart.id == cart_id, Cart.state == "open", free, _access_condition(access))
+            .values(
+                version=Cart.version + 1,
+                locked_by_checkout=checkout_id,
+                locked_until=until,
+                updated_at=now,
+            )
+            .returning(Cart.id, Cart.user_id, Cart.currency)
+            .execution_options(synchronize_session=False)
         )
-        .returning(Cart.version)
-        .execution_options(synchronize_session=False)
-    )
-    if result.first() is None:
-        await session.refresh(cart)
-        if cart.state != "open":
-            raise CartClosed(f"cart {cart.id} is {cart.state}")
-        return cart.locked_by_checkout
+        row = result.first()
+        if row is not None:
+            return LockedCart(row.id, row.user_id, row.currency, had_lapsed_lock=lapsed)
+    cart = await find_cart(session, cart_id, access)
     await session.refresh(cart)
-    return None
+    if cart.state != "open":
+        raise CartClosed(f"cart {cart.id} is {cart.state}")
+    return cart.locked_by_checkout or ""
 
 
 async def extend_lock(

@@ -6,7 +6,8 @@ if it cannot (or the coupon is used up, or the buyer had cancelled), there is no
 payment is refunded in full through the provider, with the reason recorded on the checkout.
 Failure: the checkout stays open for another card (or ends, KASSA_RELEASE_ON_PAYMENT_FAILURE).
 Every path is safe to run twice and in any order with the others: the payment's status machine
-and the checkout's state decide what is left to do.
+and the checkout's state decide what is left to do. Completing is on the query budget
+(tests/checkout/test_query_budget.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kassa import clock
@@ -23,6 +25,7 @@ from kassa.checkout import service as checkouts
 from kassa.checkout.models import Checkout
 from kassa.checkout.pricing import CouponNotApplicable
 from kassa.config import Settings
+from kassa.errors import Conflict
 from kassa.inventory import holds
 from kassa.orders import service as orders
 from kassa.payments import service as payments
@@ -38,12 +41,32 @@ class Completion:
     reason: str | None = None
 
 
+async def load(
+    session: AsyncSession, provider: str, reference: str
+) -> tuple[Payment, Checkout] | None:
+    """The payment with this provider reference and its checkout, both locked, in one read."""
+    query = (
+        select(Payment, Checkout)
+        .join(Checkout, Checkout.id == Payment.checkout_id)
+        .where(Payment.provider == provider, Payment.provider_reference == reference)
+        .execution_options(populate_existing=True)
+    )
+    conn = await session.connection()
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = (await session.execute(query)).first()
+    return None if row is None else (row[0], row[1])
+
+
 async def payment_succeeded(
-    session: AsyncSession, settings: Settings, payment: Payment, *, actor: str
+    session: AsyncSession,
+    settings: Settings,
+    payment: Payment,
+    checkout: Checkout,
+    *,
+    actor: str,
 ) -> Completion:
     started = time.perf_counter()
-    checkout = await checkouts.lock_checkout(session, payment.checkout_id)
-    await session.refresh(payment)
     await payments.record_outcome(session, payment, succeeded=True, failure_code=None)
     if checkout.state == "completed":
         existing = await orders.order_for_checkout(session, checkout.id)
@@ -54,22 +77,30 @@ async def payment_succeeded(
     now = clock.now()
     if checkout.state == "cancelled":
         return await _refund_all(session, checkout, payment, "checkout_cancelled", started)
-    hold = await holds.get_hold(session, checkout.hold_id, now=now)
-    late = hold.state != "active"
+    late = not (
+        checkout.state == "open"
+        and await holds.commit_if_active(session, checkout.hold_id, now=now)
+    )
     if late:
-        if checkout.state == "open":
-            await checkouts.expire_checkout(session, checkout.id, now)
-            await session.refresh(checkout)
+        hold = await holds.get_hold(session, checkout.hold_id, now=now)
+        if hold.state != "expired":
+            # A checkout's hold is only committed here or released by a cancel (the hold
+            # endpoints refuse checkout holds): anything else is a bug to surface, not hide.
+            raise Conflict(
+                f"the hold of checkout {checkout.id} is {hold.state}; refusing to complete"
+            )
+        if checkout.state == "open" and await checkouts.expire_checkout(session, checkout.id, now):
+            checkout.state = "expired"
         why = await _hold_again(session, settings, checkout)
         if why is not None:
             return await _refund_all(session, checkout, payment, why, started)
-    await holds.commit_hold(session, checkout.hold_id)
+        await holds.commit_if_active(session, checkout.hold_id, now=now)
+        checkout.outcome_reason = "paid after expiry; the stock was held again"
     checkouts.check_transition(checkout.state, "completed")
     checkout.state = "completed"
     checkout.ended_at = now
     checkout.updated_at = now
-    if late:
-        checkout.outcome_reason = "paid after expiry; the stock was held again"
+    checkout.completion_ms = round(_ms(started), 3)
     order = await orders.create_order(
         session,
         orders.NewOrder(
@@ -90,31 +121,22 @@ async def payment_succeeded(
         actor=actor,
     )
     await carts.unlock(session, checkout.cart_id, checkout.id, close=True)
-    await phases.record(
-        session,
-        checkout.id,
-        "completion",
-        "ok",
-        duration_ms=_ms(started),
-        detail={"order_id": order.id, "late": late} if late else None,
-    )
-    await session.flush()
     return Completion("order", order.id)
 
 
 async def _hold_again(session: AsyncSession, settings: Settings, checkout: Checkout) -> str | None:
-    """A late payment: hold the snapshot's lines again (and count the coupon again). Returns
-    None on success, else why not."""
+    """A late payment: count the coupon again and hold the snapshot's lines again (coupon row
+    before stock rows, like a new checkout). Returns None on success, else why not."""
     nested = await session.begin_nested()
     try:
+        if checkout.coupon_code:
+            await rates.redeem_coupon(session, checkout.coupon_code)
         hold = await holds.hold_stock(
             session,
             [(line["sku"], int(line["quantity"])) for line in checkout.lines],
             ttl_seconds=settings.hold_ttl_seconds,
             reference=checkout.id,
         )
-        if checkout.coupon_code:
-            await rates.redeem_coupon(session, checkout.coupon_code)
     except holds.InsufficientStock:
         await nested.rollback()
         return "stock_unavailable_after_expiry"
@@ -151,11 +173,14 @@ async def _refund_all(
 
 
 async def payment_failed(
-    session: AsyncSession, settings: Settings, payment: Payment, *, failure_code: str | None
+    session: AsyncSession,
+    settings: Settings,
+    payment: Payment,
+    checkout: Checkout,
+    *,
+    failure_code: str | None,
 ) -> bool:
     """Returns False when the verdict changes nothing (e.g. it came after the success)."""
-    checkout = await checkouts.lock_checkout(session, payment.checkout_id)
-    await session.refresh(payment)
     if not await payments.record_outcome(
         session, payment, succeeded=False, failure_code=failure_code
     ):

@@ -112,14 +112,22 @@ class Checkout(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # Why the checkout ended without an order, or what a late payment came to.
     outcome_reason: Mapped[str | None] = mapped_column(String(255))
+    # How long each phase of this checkout took (a failed attempt's phases are in
+    # checkout_phases instead, since its checkout row was rolled back).
+    validation_ms: Mapped[float | None] = mapped_column(Float)
+    pricing_ms: Mapped[float | None] = mapped_column(Float)
+    hold_ms: Mapped[float | None] = mapped_column(Float)
+    payment_ms: Mapped[float | None] = mapped_column(Float)
+    completion_ms: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class CheckoutPhase(Base):
-    """One phase of one checkout (validation, pricing, hold, payment, completion, cancel,
-    expiry) with its outcome and timing: what stats and `kassa monitor` read."""
+    """A phase that failed (validation, pricing, hold, payment creation, a payment the provider
+    refused, a completion that ended in a refund), with its timing and what was rolled back.
+    Successful phases are timed on the checkout row itself."""
 
     __tablename__ = "checkout_phases"
     __table_args__ = (

@@ -62,6 +62,10 @@ class PhaseLog:
     def add(self, name: str, outcome: str, *, code: str | None = None, **detail: Any) -> None:
         self.records.append(PhaseRecord(name, outcome, 0.0, code=code, detail=detail or None))
 
+    def timings(self) -> dict[str, float]:
+        """Successful phases' durations, for the checkout row."""
+        return {r.phase: round(r.duration_ms, 3) for r in self.records if r.outcome == "ok"}
+
     def failure_detail(self) -> dict[str, Any]:
         done = [r.phase for r in self.records if r.outcome == "ok"]
         return {"rolled_back": [UNDONE_BY_ROLLBACK[p] for p in done if p in UNDONE_BY_ROLLBACK]}

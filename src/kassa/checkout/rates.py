@@ -125,8 +125,11 @@ async def find_coupon(session: AsyncSession, code: str) -> CouponTerms:
     return coupon_terms(coupon)
 
 
-async def redeem_coupon(session: AsyncSession, code: str, *, now: datetime | None = None) -> None:
-    """Count one use, or raise CouponNotApplicable (`reason`: used_up, expired or unknown)."""
+async def redeem_coupon(
+    session: AsyncSession, code: str, *, now: datetime | None = None
+) -> CouponTerms:
+    """Count one use and return the coupon's terms, or raise CouponNotApplicable (`reason`:
+    used_up, expired or unknown). One conditional UPDATE decides (see the module doc)."""
     at = now or clock.now()
     result = await session.execute(
         update(Coupon)
@@ -137,10 +140,26 @@ async def redeem_coupon(session: AsyncSession, code: str, *, now: datetime | Non
             or_(Coupon.usage_limit.is_(None), Coupon.times_used < Coupon.usage_limit),
         )
         .values(times_used=Coupon.times_used + 1)
+        .returning(
+            Coupon.code,
+            Coupon.kind,
+            Coupon.value,
+            Coupon.currency,
+            Coupon.min_subtotal_amount,
+            Coupon.expires_at,
+        )
         .execution_options(synchronize_session=False)
     )
-    if result.rowcount == 1:  # type: ignore[attr-defined]
-        return
+    row = result.first()
+    if row is not None:
+        return CouponTerms(
+            code=row.code,
+            kind=row.kind,
+            value=row.value,
+            currency=row.currency,
+            min_subtotal_amount=row.min_subtotal_amount,
+            expires_at=row.expires_at,
+        )
     coupon = await session.get(Coupon, normalize_code(code))
     if coupon is None or not coupon.active:
         raise CouponNotApplicable(f"no coupon {normalize_code(code)}", reason="unknown")
@@ -149,12 +168,12 @@ async def redeem_coupon(session: AsyncSession, code: str, *, now: datetime | Non
     raise CouponNotApplicable(f"coupon {coupon.code} has been used up", reason="used_up")
 
 
-async def release_coupon(session: AsyncSession, code: str) -> None:
-    """Give back one use (its checkout was cancelled or expired)."""
+async def release_coupon(session: AsyncSession, code: str, *, uses: int = 1) -> None:
+    """Give back `uses` uses (their checkouts were cancelled or expired)."""
     await session.execute(
         update(Coupon)
-        .where(Coupon.code == code, Coupon.times_used > 0)
-        .values(times_used=Coupon.times_used - 1)
+        .where(Coupon.code == code, Coupon.times_used >= uses)
+        .values(times_used=Coupon.times_used - uses)
         .execution_options(synchronize_session=False)
     )
 

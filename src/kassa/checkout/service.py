@@ -1,9 +1,12 @@
 """Checkout: a cart becomes held stock, a price snapshot and a payment; cancel and expiry.
 
-Lock order (with completion and the sweeper): the cart row, then checkout rows, then the coupon,
-then hold rows, then stock rows in SKU order. A checkout does not end its hold when it expires:
-the hold has the same expiry, and the hold engine (sweeper or lazy reclaim) gives the units back
-in its own lock order.
+Lock order. Starting a checkout: the cart row, the coupon row, hold rows, stock rows in SKU
+order. Completion, cancel and expiry: the checkout row (with its payment), the coupon, hold rows,
+stock rows, and the cart row last. The two meet only when a new checkout of a cart ends that
+cart's lapsed, unswept checkout while a late payment for it arrives at the same moment; on
+PostgreSQL one of them is then picked as a deadlock victim and run again (both retry transient
+errors). A checkout does not end its hold when it expires: the hold has the same expiry, and
+the hold engine (sweeper or lazy reclaim) gives the units back in its own lock order.
 """
 
 from __future__ import annotations
@@ -13,15 +16,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kassa import clock
 from kassa.carts import service as carts
+from kassa.carts.models import CartItem
 from kassa.carts.service import CartAccess
-from kassa.catalog import service as catalog
-from kassa.checkout import phases, pricing, rates
-from kassa.checkout.models import Checkout
+from kassa.catalog.models import Product, Variant
+from kassa.checkout import pricing, rates
+from kassa.checkout.models import Checkout, ShippingRate, TaxRate
 from kassa.checkout.phases import PhaseLog
 from kassa.config import Settings
 from kassa.errors import Conflict, InvalidInput, InvalidTransition, KassaError, NotFound
@@ -99,6 +102,78 @@ def drifted(old: int, new: int, tolerance_percent: float) -> bool:
     return abs(new - old) * 100 > tolerance_percent * old
 
 
+@dataclass(frozen=True)
+class _InputLine:
+    sku: str
+    quantity: int
+    seen_unit_price_amount: int | None
+    name: str | None
+    price_amount: int | None
+    currency: str | None
+    for_sale: bool
+    vendor_id: str | None
+
+
+async def _pricing_input(
+    session: AsyncSession, cart_id: str, country: str
+) -> tuple[list[_InputLine], pricing.ShippingTerms | None, int]:
+    """The cart's lines with today's prices and the destination's rates, in ONE read (this is
+    on the query budget, so it joins across the cart, catalog and rate tables directly)."""
+    shipping_amount = (
+        select(ShippingRate.amount).where(ShippingRate.country == country).scalar_subquery()
+    )
+    free_above = (
+        select(ShippingRate.free_above_amount)
+        .where(ShippingRate.country == country)
+        .scalar_subquery()
+    )
+    tax = select(TaxRate.basis_points).where(TaxRate.country == country).scalar_subquery()
+    result = await session.execute(
+        select(
+            CartItem.sku,
+            CartItem.quantity,
+            CartItem.seen_unit_price_amount,
+            Variant.name,
+            Variant.price_amount,
+            Variant.currency,
+            Variant.is_active,
+            Product.is_active,
+            Product.vendor_id,
+            shipping_amount.label("shipping_amount"),
+            free_above.label("free_above"),
+            tax.label("tax"),
+        )
+        .select_from(CartItem)
+        .outerjoin(Variant, Variant.sku == CartItem.sku)
+        .outerjoin(Product, Product.id == Variant.product_id)
+        .where(CartItem.cart_id == cart_id)
+        .order_by(CartItem.id)
+    )
+    rows = result.all()
+    lines = [
+        _InputLine(
+            sku=row[0],
+            quantity=row[1],
+            seen_unit_price_amount=row[2],
+            name=row[3],
+            price_amount=row[4],
+            currency=row[5],
+            for_sale=bool(row[6] and row[7]),
+            vendor_id=row[8],
+        )
+        for row in rows
+    ]
+    if not rows:
+        return [], None, 0
+    first = rows[0]
+    shipping = (
+        None
+        if first.shipping_amount is None
+        else pricing.ShippingTerms(country, first.shipping_amount, first.free_above)
+    )
+    return lines, shipping, int(first.tax or 0)
+
+
 async def start_checkout(
     session: AsyncSession,
     settings: Settings,
@@ -114,7 +189,8 @@ async def start_checkout(
     """Validate, re-price, hold every line, create the payment; all in the caller's transaction.
 
     Raises (and the caller's rollback undoes everything): CheckoutActive, PriceChanged with
-    the lines, InsufficientStock, CouponNotApplicable, NotShippable, EmptyCart, NotForSale."""
+    the lines, InsufficientStock, CouponNotApplicable, NotShippable, EmptyCart, NotForSale.
+    Statements are counted (tests/checkout/test_query_budget.py): mind them here."""
     now = clock.now()
     checkout_id = new_id("chk")
     log.checkout_id = checkout_id
@@ -122,26 +198,28 @@ async def start_checkout(
     expires_at = now + timedelta(seconds=ttl)
     with log.phase("validation"):
         provider = get_provider(settings, provider_name)
-        cart = await carts.find_cart(session, cart_id, access)
-        holder = await carts.lock_for_checkout(
-            session, cart, checkout_id=checkout_id, until=expires_at
+        cart = await carts.lock_for_checkout(
+            session, cart_id, access, checkout_id=checkout_id, until=expires_at
         )
-        if holder is not None:
-            raise CheckoutActive(f"cart {cart_id} has an open checkout", checkout_id=holder)
-        # An earlier checkout whose time is up but that no sweep has ended yet.
-        await _expire_open_checkouts_of(session, cart.id, now)
-        lines = await carts.lines_of(session, cart.id)
+        if isinstance(cart, str):
+            raise CheckoutActive(f"cart {cart_id} has an open checkout", checkout_id=cart or None)
+        if cart.had_lapsed_lock:
+            # An earlier checkout whose time is up but that no sweep has ended yet.
+            await _expire_open_checkouts_of(session, cart.id, now)
+        lines, shipping_rate, tax_basis_points = await _pricing_input(
+            session, cart.id, address.country
+        )
         if not lines:
             raise EmptyCart("add items to the cart before checking out")
     with log.phase("pricing"):
-        offers = await catalog.for_sale(session, [line.sku for line in lines])
-        unavailable = [ln.sku for ln in lines if ln.sku not in offers or not offers[ln.sku].active]
+        unavailable = [ln.sku for ln in lines if not ln.for_sale or ln.price_amount is None]
         if unavailable:
             raise NotForSale(f"no longer for sale: {', '.join(unavailable)}", skus=unavailable)
         changes: list[dict[str, Any]] = []
         refused: list[dict[str, Any]] = []
         for line in lines:
-            old, new = line.seen_unit_price_amount, offers[line.sku].price_amount
+            old, new = line.seen_unit_price_amount, line.price_amount
+            assert new is not None
             if old is None or old == new:
                 continue
             change = {"sku": line.sku, "old_price_amount": old, "new_price_amount": new}
@@ -153,18 +231,16 @@ async def start_checkout(
                 "check out again to accept them",
                 errors=refused,
             )
-        coupon = await rates.find_coupon(session, coupon_code) if coupon_code else None
+        coupon = await rates.redeem_coupon(session, coupon_code, now=now) if coupon_code else None
         totals = pricing.price(
-            [pricing.PricedLine(ln.sku, ln.quantity, offers[ln.sku].price_amount) for ln in lines],
+            [pricing.PricedLine(ln.sku, ln.quantity, ln.price_amount or 0) for ln in lines],
             currency=cart.currency,
             country=address.country,
-            shipping_rate=await rates.shipping_terms(session, address.country),
-            tax_basis_points=await rates.tax_basis_points(session, address.country),
+            shipping_rate=shipping_rate,
+            tax_basis_points=tax_basis_points,
             coupon=coupon,
             now=now,
         )
-        if coupon is not None:
-            await rates.redeem_coupon(session, coupon.code, now=now)
     with log.phase("hold"):
         hold = await holds.hold_stock(
             session,
@@ -173,21 +249,36 @@ async def start_checkout(
             reference=checkout_id,
             now=now,
         )
+    by_sku = {ln.sku: ln for ln in lines}
     snapshot = [
         {
             "sku": ln.sku,
-            "name": offers[ln.sku].name,
-            "vendor_id": offers[ln.sku].vendor_id,
+            "name": by_sku[ln.sku].name,
+            "vendor_id": by_sku[ln.sku].vendor_id,
             "quantity": ln.quantity,
             "unit_price_amount": ln.unit_price_amount,
             "line_amount": ln.line_amount,
         }
         for ln in totals.lines
     ]
+    with log.phase("payment"):
+        payment = await payments.create_payment(
+            session,
+            provider,
+            checkout_id=checkout_id,
+            amount=totals.total_amount,
+            currency=cart.currency,
+        )
+    timings = log.timings()
     checkout = Checkout(
         id=checkout_id,
         cart_id=cart.id,
-        user_id=access.principal.user_id if access.principal else cart.user_id,
+        # The cart's owner; a signed-in buyer checking out a guest cart; never an admin
+        # acting on someone's cart.
+        user_id=cart.user_id
+        or (
+            access.principal.user_id if access.principal and not access.principal.is_admin else None
+        ),
         state="open",
         email=email,
         shipping_address=_address_dict(address),
@@ -201,28 +292,19 @@ async def start_checkout(
         tax_amount=totals.tax_amount,
         total_amount=totals.total_amount,
         hold_id=hold.id,
+        payment_id=payment.id,
         expires_at=expires_at,
+        validation_ms=timings.get("validation"),
+        pricing_ms=timings.get("pricing"),
+        hold_ms=timings.get("hold"),
+        payment_ms=timings.get("payment"),
         created_at=now,
         updated_at=now,
     )
+    # The payment row refers to the checkout row: add the checkout first (one flush at commit
+    # writes both; the cart lock above is what keeps a second open checkout out).
     session.add(checkout)
-    try:
-        async with session.begin_nested():
-            await session.flush()
-    except IntegrityError:
-        # Unreachable while the cart lock holds; the partial unique index is the last word.
-        raise CheckoutActive(f"cart {cart_id} has an open checkout") from None
-    with log.phase("payment"):
-        payment = await payments.create_payment(
-            session,
-            provider,
-            checkout_id=checkout_id,
-            amount=totals.total_amount,
-            currency=cart.currency,
-        )
-        checkout.payment_id = payment.id
-        await session.flush()
-    await log.save(session)
+    session.add(payment)
     return CheckoutView(checkout, hold, payments.payment_view(payment), ttl)
 
 
@@ -255,7 +337,6 @@ async def expire_checkout(session: AsyncSession, checkout_id: str, now: datetime
         return False
     if row.coupon_code:
         await rates.release_coupon(session, row.coupon_code)
-    await phases.record(session, checkout_id, "expiry", "ok")
     return True
 
 
@@ -271,10 +352,20 @@ async def expire_due_checkouts(session: AsyncSession, *, now: datetime, limit: i
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     due = [row[0] for row in (await session.execute(query)).all()]
-    expired = 0
-    for checkout_id in due:
-        expired += await expire_checkout(session, checkout_id, now)
-    return expired
+    if not due:
+        return 0
+    result = await session.execute(
+        update(Checkout)
+        .where(Checkout.id.in_(due), Checkout.state == "open", Checkout.expires_at <= now)
+        .values(state="expired", ended_at=now, updated_at=now)
+        .returning(Checkout.coupon_code)
+        .execution_options(synchronize_session=False)
+    )
+    codes = [row.coupon_code for row in result.all()]
+    # Coupon rows in code order, each once: concurrent sweeps cannot deadlock on them.
+    for code in sorted({c for c in codes if c}):
+        await rates.release_coupon(session, code, uses=codes.count(code))
+    return len(codes)
 
 
 async def find_checkout(session: AsyncSession, checkout_id: str, access: CartAccess) -> Checkout:
@@ -313,17 +404,16 @@ def effective_state(checkout: Checkout, now: datetime) -> str:
 
 
 async def lock_checkout(session: AsyncSession, checkout_id: str) -> Checkout:
-    """The checkout row, locked (after its cart's row: see the module doc)."""
-    checkout = await session.get(Checkout, checkout_id)
-    if checkout is None:
-        raise CheckoutNotFound(f"no checkout {checkout_id}")
-    await carts.lock_row(session, checkout.cart_id)
+    """The checkout row, locked (SQLite's writer lock covers it already)."""
+    query = (
+        select(Checkout).where(Checkout.id == checkout_id).execution_options(populate_existing=True)
+    )
     conn = await session.connection()
     if conn.dialect.name == "postgresql":
-        await session.execute(
-            select(Checkout.id).where(Checkout.id == checkout_id).with_for_update()
-        )
-    await session.refresh(checkout)
+        query = query.with_for_update()
+    checkout = await session.scalar(query)
+    if checkout is None:
+        raise CheckoutNotFound(f"no checkout {checkout_id}")
     return checkout
 
 
@@ -343,11 +433,11 @@ async def cancel_checkout(session: AsyncSession, checkout_id: str) -> Checkout:
     checkout.ended_at = now
     checkout.updated_at = now
     checkout.outcome_reason = "cancelled by the buyer"
-    await holds.release_hold(session, checkout.hold_id)
+    # The coupon row before hold and stock rows: the order a new checkout takes them in.
     if checkout.coupon_code:
         await rates.release_coupon(session, checkout.coupon_code)
+    await holds.release_hold(session, checkout.hold_id)
     await carts.unlock(session, checkout.cart_id, checkout.id)
-    await phases.record(session, checkout.id, "cancel", "ok")
     await session.flush()
     return checkout
 
@@ -378,11 +468,10 @@ async def payment_came_back_failed(
         checkout.ended_at = now
         checkout.updated_at = now
         checkout.outcome_reason = "payment failed (KASSA_RELEASE_ON_PAYMENT_FAILURE)"
-        await holds.release_hold(session, checkout.hold_id)
         if checkout.coupon_code:
             await rates.release_coupon(session, checkout.coupon_code)
+        await holds.release_hold(session, checkout.hold_id)
         await carts.unlock(session, checkout.cart_id, checkout.id)
-        await phases.record(session, checkout.id, "cancel", "ok", code="payment_failed")
         return
     hold = await holds.get_hold(session, checkout.hold_id, now=now)
     usual = hold.created_at + timedelta(seconds=settings.hold_ttl_seconds)

@@ -11,6 +11,7 @@ from kassa.auth.deps import AdminPrincipal, OptionalPrincipal, StaffPrincipal
 from kassa.auth.principal import Principal
 from kassa.catalog import service as catalog
 from kassa.deps import AppSettings, ReadSession, WriteSession
+from kassa.errors import Conflict
 from kassa.inventory import holds, ledger, service
 from kassa.inventory.schemas import (
     AdjustmentIn,
@@ -146,9 +147,21 @@ async def get_hold(hold_id: HoldId, _admin: AdminPrincipal, session: ReadSession
 
 @router.post("/v1/holds/{hold_id}/release", response_model=HoldOut)
 async def release_hold(hold_id: HoldId, _admin: AdminPrincipal, session: WriteSession) -> HoldOut:
+    await _refuse_checkout_hold(session, hold_id)
     return hold_out(await holds.release_hold(session, hold_id))
 
 
 @router.post("/v1/holds/{hold_id}/commit", response_model=HoldOut)
 async def commit_hold(hold_id: HoldId, _admin: AdminPrincipal, session: WriteSession) -> HoldOut:
+    await _refuse_checkout_hold(session, hold_id)
     return hold_out(await holds.commit_hold(session, hold_id))
+
+
+async def _refuse_checkout_hold(session: AsyncSession, hold_id: str) -> None:
+    """A checkout's hold moves with its checkout (cancel, payment), never on its own."""
+    hold = await holds.get_hold(session, hold_id)
+    if hold.reference is not None and hold.reference.startswith("chk_"):
+        raise Conflict(
+            f"hold {hold_id} belongs to checkout {hold.reference}; cancel the checkout instead",
+            checkout_id=hold.reference,
+        )

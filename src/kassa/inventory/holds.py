@@ -243,6 +243,14 @@ async def _place_one(
             await reclaim_expired(conn, skus, now, then_take=skus)
             outcome = await _place_one_line_pg(conn, hold, now, skip_if_overdue=False)
         return hold if outcome == _PLACED else await _refusal(conn, request.lines)
+    if conn.dialect.name == "sqlite":
+        # One writer at a time: no lock order to keep, so take first and reclaim (promise 3)
+        # only when the stock is short, then try once more.
+        if await _place_lines(conn, hold):
+            return hold
+        if await reclaim_expired(conn, skus, now) and await _place_lines(conn, hold):
+            return hold
+        return await _refusal(conn, request.lines)
     # Lazy reclaim (promise 3) first, before this transaction locks any stock row, so the lock
     # order (hold rows, then stock rows) is kept; then every line or none.
     await reclaim_expired(conn, skus, now, then_take=skus)
@@ -292,6 +300,17 @@ async def _take(conn: AsyncConnection, lines: Sequence[tuple[str, int]]) -> bool
         sku, quantity = lines[0]
         result = await conn.execute(_TAKE, {"b_sku": sku, "b_qty": quantity})
         return result.rowcount == 1
+    if conn.dialect.name == "sqlite":
+        # No other writer can see the partial take; giving it back is the rollback.
+        taken: list[tuple[str, int]] = []
+        for sku, quantity in lines:
+            result = await conn.execute(_TAKE, {"b_sku": sku, "b_qty": quantity})
+            if result.rowcount != 1:
+                if taken:
+                    await conn.execute(_GIVE_BACK, [{"b_sku": s, "b_qty": q} for s, q in taken])
+                return False
+            taken.append((sku, quantity))
+        return True
     savepoint = await conn.begin_nested()
     for sku, quantity in lines:
         result = await conn.execute(_TAKE, {"b_sku": sku, "b_qty": quantity})
@@ -412,6 +431,7 @@ async def end_holds(
     now: datetime,
     *,
     lock_also: Sequence[str] = (),
+    unexpired_only: bool = False,
 ) -> Ended:
     """Move active holds to `to_state` and settle their stock; returns what moved.
 
@@ -424,19 +444,19 @@ async def end_holds(
     conditions = [holds.c.id.in_(sorted(hold_ids)), holds.c.state == "active"]
     if to_state == "expired":
         conditions.append(holds.c.expires_at <= now)
+    if unexpired_only:
+        conditions.append(holds.c.expires_at > now)
     result = await conn.execute(
         update(holds).where(*conditions).values(state=to_state, ended_at=now).returning(holds.c.id)
     )
     ended = [row[0] for row in result]
     if not ended:
         return Ended([], 0)
-    await conn.execute(
-        update(hold_lines).where(hold_lines.c.hold_id.in_(ended)).values(active_until=None)
-    )
     result = await conn.execute(
-        select(hold_lines.c.hold_id, hold_lines.c.sku, hold_lines.c.quantity).where(
-            hold_lines.c.hold_id.in_(ended)
-        )
+        update(hold_lines)
+        .where(hold_lines.c.hold_id.in_(ended))
+        .values(active_until=None)
+        .returning(hold_lines.c.hold_id, hold_lines.c.sku, hold_lines.c.quantity)
     )
     per_sku: dict[str, int] = defaultdict(int)
     entries = []
@@ -461,6 +481,14 @@ async def end_holds(
     )
     await ledger.record(conn, entries, at=now)
     return Ended(ended, sum(per_sku.values()))
+
+
+async def commit_if_active(session: AsyncSession, hold_id: str, *, now: datetime) -> bool:
+    """Commit the hold if it is active and not yet due (a paid checkout); False otherwise
+    (expired, swept or not: the caller holds the stock again or refunds)."""
+    conn = await session.connection()
+    ended = await end_holds(conn, [hold_id], "committed", now, unexpired_only=True)
+    return bool(ended.hold_ids)
 
 
 async def get_hold(session: AsyncSession, hold_id: str, *, now: datetime | None = None) -> HoldView:

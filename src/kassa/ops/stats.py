@@ -1,5 +1,9 @@
-"""Checkout and webhook stats over a time window, from the recorded phases and receipts
-(`GET /v1/admin/stats`, `kassa monitor`)."""
+"""Checkout and webhook stats over a time window (`GET /v1/admin/stats`, `kassa monitor`).
+
+Started = checkouts created + attempts refused; completed / expired / cancelled = checkouts that
+ended so in the window; phase timings from the checkout rows; failures from checkout_phases;
+webhooks from webhook_events (processed, ignored) and webhook_receipts (duplicate, rejected).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kassa import clock
-from kassa.checkout.models import CheckoutPhase
-from kassa.payments.models import WebhookReceipt
-
-PHASES = ("validation", "pricing", "hold", "payment", "completion", "cancel", "expiry")
+from kassa.checkout.models import Checkout, CheckoutPhase
+from kassa.payments.models import WebhookEvent, WebhookReceipt
 
 
 @dataclass
@@ -49,39 +51,72 @@ class Stats:
 async def collect(session: AsyncSession, *, hours: int) -> Stats:
     since = clock.now() - timedelta(hours=hours)
     stats = Stats(hours=hours, since=since)
+    await _checkouts(session, stats, since)
+    await _failures(session, stats, since)
+    await _webhooks(session, stats, since)
+    attempts = stats.started + stats.failed
+    stats.started = attempts
+    if attempts:
+        stats.success_rate = round(stats.completed / attempts, 4)
+    return stats
+
+
+_TIMED = (
+    ("validation", Checkout.validation_ms),
+    ("pricing", Checkout.pricing_ms),
+    ("hold", Checkout.hold_ms),
+    ("payment", Checkout.payment_ms),
+    ("completion", Checkout.completion_ms),
+)
+
+
+async def _checkouts(session: AsyncSession, stats: Stats, since: datetime) -> None:
+    """Started (created) checkouts and how they ended, with the time each phase took."""
+    row = (
+        await session.execute(
+            select(
+                func.count(),
+                *(func.avg(column) for _, column in _TIMED),
+                *(func.max(column) for _, column in _TIMED),
+                *(func.count(column) for _, column in _TIMED),
+            ).where(Checkout.created_at >= since)
+        )
+    ).one()
+    stats.started = int(row[0])
+    n = len(_TIMED)
+    for index, (phase, _) in enumerate(_TIMED):
+        mean, longest, count = row[1 + index], row[1 + n + index], row[1 + 2 * n + index]
+        if count:
+            stats.phase_timings[phase] = PhaseTiming(
+                int(count), round(float(mean), 3), round(float(longest), 3)
+            )
+    ended = await session.execute(
+        select(Checkout.state, func.count())
+        .where(Checkout.ended_at >= since, Checkout.state != "open")
+        .group_by(Checkout.state)
+    )
+    for state, count in ended:
+        if state == "completed":
+            stats.completed = int(count)
+        elif state == "expired":
+            stats.expired = int(count)
+        elif state == "cancelled":
+            stats.cancelled = int(count)
+
+
+async def _failures(session: AsyncSession, stats: Stats, since: datetime) -> None:
     rows = await session.execute(
         select(
             CheckoutPhase.phase,
-            CheckoutPhase.outcome,
             CheckoutPhase.code,
             CheckoutPhase.checkout_id.is_(None),
             func.count(),
-            func.avg(CheckoutPhase.duration_ms),
-            func.max(CheckoutPhase.duration_ms),
         )
-        .where(CheckoutPhase.created_at >= since)
-        .group_by(
-            CheckoutPhase.phase,
-            CheckoutPhase.outcome,
-            CheckoutPhase.code,
-            CheckoutPhase.checkout_id.is_(None),
-        )
+        .where(CheckoutPhase.created_at >= since, CheckoutPhase.outcome == "failed")
+        .group_by(CheckoutPhase.phase, CheckoutPhase.code, CheckoutPhase.checkout_id.is_(None))
     )
-    timings: dict[str, tuple[int, float, float]] = {}
-    for phase, outcome, code, attempt_failed, count, mean, longest in rows:
+    for phase, code, attempt_failed, count in rows:
         n = int(count)
-        if phase == "validation":
-            stats.started += n
-        if outcome == "ok":
-            if phase == "completion":
-                stats.completed += n
-            elif phase == "expiry":
-                stats.expired += n
-            elif phase == "cancel":
-                stats.cancelled += n
-            seen, total, top = timings.get(phase, (0, 0.0, 0.0))
-            timings[phase] = (seen + n, total + float(mean or 0) * n, max(top, float(longest or 0)))
-            continue
         stats.failures_by_phase[phase] = stats.failures_by_phase.get(phase, 0) + n
         if code:
             stats.failures_by_code[code] = stats.failures_by_code.get(code, 0) + n
@@ -93,30 +128,32 @@ async def collect(session: AsyncSession, *, hours: int) -> Stats:
             stats.payment_failures += n
         if phase == "completion":
             stats.late_payments_refunded += n
-    stats.phase_timings = {
-        phase: PhaseTiming(n, round(total / n, 3), round(top, 3))
-        for phase, (n, total, top) in sorted(timings.items(), key=lambda kv: _order(kv[0]))
-    }
-    if stats.started:
-        stats.success_rate = round(stats.completed / stats.started, 4)
-    receipts = await session.execute(
+
+
+async def _webhooks(session: AsyncSession, stats: Stats, since: datetime) -> None:
+    taken = await session.execute(
+        select(WebhookEvent.outcome, func.count())
+        .where(WebhookEvent.received_at >= since)
+        .group_by(WebhookEvent.outcome)
+    )
+    for outcome, count in taken:
+        if outcome == "processed":
+            stats.webhooks_processed += int(count)
+        else:
+            stats.webhooks_ignored += int(count)
+    refused = await session.execute(
         select(WebhookReceipt.outcome, func.count())
         .where(WebhookReceipt.received_at >= since)
         .group_by(WebhookReceipt.outcome)
     )
-    for outcome, count in receipts:
-        n = int(count)
-        stats.webhooks_received += n
-        if outcome == "processed":
-            stats.webhooks_processed += n
-        elif outcome == "duplicate":
-            stats.webhooks_duplicated += n
-        elif outcome == "rejected":
-            stats.webhooks_rejected += n
+    for outcome, count in refused:
+        if outcome == "duplicate":
+            stats.webhooks_duplicated += int(count)
         else:
-            stats.webhooks_ignored += n
-    return stats
-
-
-def _order(phase: str) -> int:
-    return PHASES.index(phase) if phase in PHASES else len(PHASES)
+            stats.webhooks_rejected += int(count)
+    stats.webhooks_received = (
+        stats.webhooks_processed
+        + stats.webhooks_ignored
+        + stats.webhooks_duplicated
+        + stats.webhooks_rejected
+    )

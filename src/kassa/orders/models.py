@@ -1,16 +1,17 @@
-"""Orders, their lines, their audit trail, returns, and the order-number counter."""
+"""Orders, their lines, their audit trail and returns."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, CheckConstraint, ForeignKey, Integer, String
+from sqlalchemy import JSON, BigInteger, CheckConstraint, ForeignKey, Integer, Sequence, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kassa import clock
 from kassa.db import Base, UTCDateTime
 
+ORDER_NUMBERS = Sequence("order_number_seq", start=1001)
 ORDER_STATUSES = ("pending", "paid", "processing", "shipped", "delivered", "cancelled", "returned")
 PAYMENT_STATUSES = ("unpaid", "paid", "partially_refunded", "refunded")
 
@@ -30,7 +31,9 @@ class Order(Base):
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    number: Mapped[int] = mapped_column(BigInteger, unique=True)
+    # A PostgreSQL sequence hands out numbers; on SQLite (one writer at a time) the insert
+    # takes max + 1 (see orders.service.create_order).
+    number: Mapped[int] = mapped_column(BigInteger, ORDER_NUMBERS, unique=True)
     # Exactly one order per checkout (promise 6), enforced by the database.
     checkout_id: Mapped[str] = mapped_column(ForeignKey("checkouts.id"), unique=True)
     cart_id: Mapped[str] = mapped_column(String(40), index=True)
@@ -107,12 +110,3 @@ class OrderReturn(Base):
     refund_id: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
     received_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-
-
-class Counter(Base):
-    """Named counters (order numbers): one conditional UPDATE hands out the next value."""
-
-    __tablename__ = "counters"
-
-    name: Mapped[str] = mapped_column(String(32), primary_key=True)
-    value: Mapped[int] = mapped_column(BigInteger, default=0)

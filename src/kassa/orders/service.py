@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, exists, false, or_, select, update
+from sqlalchemy import ColumnElement, Table, exists, false, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kassa import clock
@@ -19,9 +19,14 @@ from kassa.auth.principal import Principal
 from kassa.errors import Conflict, Forbidden, InvalidInput, InvalidTransition, NotFound
 from kassa.ids import new_id
 from kassa.inventory import service as inventory
-from kassa.orders.models import Counter, Order, OrderEvent, OrderLine, OrderReturn
+from kassa.orders.models import Order, OrderEvent, OrderLine, OrderReturn
 from kassa.payments import service as payments
 from kassa.payments.models import Refund
+
+FIRST_NUMBER = 1001
+# Core tables for the bulk inserts of lines and events (one statement each).
+order_lines = cast(Table, OrderLine.__table__)
+order_events = cast(Table, OrderEvent.__table__)
 
 
 class OrderNotFound(NotFound):
@@ -86,30 +91,12 @@ class NewOrder:
     shipping_address: dict[str, Any]
 
 
-async def _next_number(session: AsyncSession) -> int:
-    result = await session.execute(
-        update(Counter)
-        .where(Counter.name == "order_number")
-        .values(value=Counter.value + 1)
-        .returning(Counter.value)
-        .execution_options(synchronize_session=False)
-    )
-    row = result.first()
-    if row is not None:
-        return int(row[0])
-    # The first order ever: start the counter (a racing first order meets the primary key).
-    first = 1001
-    session.add(Counter(name="order_number", value=first))
-    await session.flush()
-    return first
-
-
 async def create_order(session: AsyncSession, new: NewOrder, *, actor: str) -> Order:
-    """The one order of a paid checkout (the unique checkout_id makes it one)."""
+    """The one order of a paid checkout (the unique checkout_id makes it one). On the query
+    budget: the order, its lines and its first events are three statements."""
     now = clock.now()
     order = Order(
         id=new_id("ord"),
-        number=await _next_number(session),
         checkout_id=new.checkout_id,
         cart_id=new.cart_id,
         user_id=new.user_id,
@@ -128,31 +115,50 @@ async def create_order(session: AsyncSession, new: NewOrder, *, actor: str) -> O
         created_at=now,
         updated_at=now,
     )
+    conn = await session.connection()
+    if conn.dialect.name != "postgresql":
+        # SQLite has no sequences; its single writer makes max + 1 safe inside the insert.
+        order.number = select(
+            func.coalesce(func.max(Order.number), FIRST_NUMBER - 1) + 1
+        ).scalar_subquery()
     session.add(order)
-    session.add_all(
-        OrderLine(
-            order_id=order.id,
-            sku=line["sku"],
-            name=line["name"],
-            vendor_id=line.get("vendor_id"),
-            quantity=line["quantity"],
-            unit_price_amount=line["unit_price_amount"],
-            line_amount=line["line_amount"],
-            returned_quantity=0,
-        )
-        for line in new.lines
-    )
-    _event(session, order, "created", actor, to_status="pending")
-    _event(
-        session,
-        order,
-        "status_changed",
-        actor,
-        from_status="pending",
-        to_status="paid",
-        data={"payment_id": new.payment_id, "amount": new.total_amount},
-    )
     await session.flush()
+    await session.execute(
+        insert(order_lines),
+        [
+            {
+                "order_id": order.id,
+                "sku": line["sku"],
+                "name": line["name"],
+                "vendor_id": line.get("vendor_id"),
+                "quantity": line["quantity"],
+                "unit_price_amount": line["unit_price_amount"],
+                "line_amount": line["line_amount"],
+                "returned_quantity": 0,
+            }
+            for line in new.lines
+        ],
+    )
+    created = {"order_id": order.id, "actor": actor, "note": None, "created_at": now}
+    await session.execute(
+        insert(order_events),
+        [
+            {
+                **created,
+                "kind": "created",
+                "from_status": None,
+                "to_status": "pending",
+                "data": None,
+            },
+            {
+                **created,
+                "kind": "status_changed",
+                "from_status": "pending",
+                "to_status": "paid",
+                "data": {"payment_id": new.payment_id, "amount": new.total_amount},
+            },
+        ],
+    )
     return order
 
 
@@ -293,6 +299,12 @@ async def transition(
         raise Forbidden("only the shop changes an order's status")
     if target == "cancelled":
         return await cancel(session, order, access, reason=note or "cancelled")
+    if target == "returned":
+        # Goods and money follow a return only through the returns flow.
+        raise Conflict(
+            "an order becomes returned when an admin marks its returned goods received "
+            "(POST /v1/orders/{id}/returns, then .../receive)"
+        )
     if not principal.is_admin:
         lines = await lines_of(session, order, access)
         if not (_is_vendor_of(principal, lines) and target in VENDOR_TARGETS):
@@ -487,20 +499,21 @@ async def receive_return(
         .values(status="received", received_at=clock.now())
         .execution_options(synchronize_session=False)
     )
+    await session.refresh(made)
     if result.rowcount != 1:  # type: ignore[attr-defined]
-        await session.refresh(made)
-        return made
-    order_lines = {
+        return made  # received by a concurrent request
+    by_sku = {
         line.sku: line
         for line in (
             await session.execute(select(OrderLine).where(OrderLine.order_id == order.id))
         ).scalars()
     }
-    amount = 0
+    goods = 0
     for line in made.lines:
-        target = order_lines[line["sku"]]
+        target = by_sku[line["sku"]]
         target.returned_quantity += int(line["quantity"])
-        amount += target.unit_price_amount * int(line["quantity"])
+        goods += target.unit_price_amount * int(line["quantity"])
+    amount = paid_share(order, goods)
     await inventory.put_back(
         session,
         [(line["sku"], int(line["quantity"])) for line in made.lines],
@@ -514,11 +527,28 @@ async def receive_return(
     if refundable > 0:
         issued = await refund(session, order, access, amount=refundable, reason=f"return {made.id}")
         made.refund_id = issued.id
-    if all(line.returned_quantity == line.quantity for line in order_lines.values()):
+    if order.status == "delivered" and all(
+        line.returned_quantity == line.quantity for line in by_sku.values()
+    ):
         check_transition(order.status, "returned")
         await _set_status(session, order, "returned", access.actor, note="every unit came back")
     await session.flush()
     return made
+
+
+def paid_share(order: Order, goods_amount: int) -> int:
+    """What the buyer paid for `goods_amount` worth of the order's goods (at list price): their
+    part of the discounted subtotal plus the tax on it. Shipping is not refunded by a return.
+    Exact integer arithmetic, rounded down (a return never refunds a unit more than paid)."""
+    if order.subtotal_amount == 0:
+        return 0
+    discounted = order.subtotal_amount - order.discount_amount
+    taxable = discounted + order.shipping_amount
+    goods_tax_numerator = order.tax_amount * discounted  # tax on goods = this / taxable
+    if taxable == 0:
+        return 0
+    paid_for_goods_times_taxable = discounted * taxable + goods_tax_numerator
+    return (goods_amount * paid_for_goods_times_taxable) // (order.subtotal_amount * taxable)
 
 
 async def returns_of(session: AsyncSession, order_id: str) -> list[OrderReturn]:

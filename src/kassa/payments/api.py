@@ -38,17 +38,26 @@ async def get_payment(payment_id: PaymentId, access: Access, session: ReadSessio
 
 @router.post("/v1/sandbox/payments/{payment_id}/pay", status_code=202, response_model=SandboxPayOut)
 async def sandbox_pay(
-    payment_id: PaymentId, body: CardIn, session: WriteSession, settings: AppSettings
+    payment_id: PaymentId,
+    body: CardIn,
+    access: Access,
+    session: WriteSession,
+    settings: AppSettings,
 ) -> SandboxPayOut:
-    """The sandbox's card form. 4242424242424242 succeeds, 4000000000000002 is declined,
-    4000000000009995 fails with insufficient funds (any other 16 digits: declined). The outcome
-    arrives later as a signed webhook, like a real provider's; the hold is kept (up to the
-    maximum TTL) while it is on its way."""
-    payment = await payments.get_payment(session, payment_id)
+    """The sandbox's card form, for the buyer (cart token or sign-in).
+
+    4242424242424242 succeeds, 4000000000000002 is declined, 4000000000009995 fails with
+    insufficient funds (any other 16 digits: declined). The outcome arrives later as a signed
+    webhook, like a real provider's; the hold is kept (up to the maximum TTL) meanwhile."""
+    try:
+        payment = await payments.get_payment(session, payment_id)
+        await checkouts.find_checkout(session, payment.checkout_id, access)
+    except (payments.PaymentNotFound, checkouts.CheckoutNotFound):
+        raise payments.PaymentNotFound(f"no payment {payment_id}") from None
     if payment.provider != sandbox.NAME:
         raise payments.PaymentNotFound(f"no sandbox payment {payment_id}")
     checkout = await checkouts.lock_checkout(session, payment.checkout_id)
-    await session.refresh(payment)
+    payment = await payments.get_payment(session, payment_id, lock=True, refresh=True)
     await checkouts.payment_processing(session, settings, checkout)
     await payments.start_processing(session, payment)
     outcome = sandbox.card_outcome(body.card_number)

@@ -23,10 +23,12 @@ WEBHOOK_PATH = "/v1/webhooks/sandbox"
 
 
 async def emit_sandbox_event(
-    session: AsyncSession, event_type: str, data: dict[str, object]
+    session: AsyncSession, event_type: str, data: dict[str, object], *, event_id: str | None = None
 ) -> str:
     """The sandbox announces an outcome: a signed webhook, delivered after this commit."""
     event = sandbox.event(event_type, clock.now(), dict(data))
+    if event_id is not None:
+        event["id"] = event_id
     await outbox.enqueue(session, SANDBOX_WEBHOOK, {"event": event})
     return str(event["id"])
 
@@ -65,8 +67,8 @@ async def send_refund(ctx: OutboxContext, message: Claimed) -> None:
     )
 
     async def record(session: AsyncSession) -> None:
-        await payments.refund_sent(session, refund_id, refund_reference)
-        if provider_name == sandbox.NAME:
+        first_time = await payments.refund_sent(session, refund_id, refund_reference)
+        if first_time and provider_name == sandbox.NAME:
             await emit_sandbox_event(
                 session,
                 REFUND_SUCCEEDED,
@@ -77,6 +79,8 @@ async def send_refund(ctx: OutboxContext, message: Claimed) -> None:
                     "amount": amount,
                     "currency": currency,
                 },
+                # One refund, one event id: a re-sent event is a duplicate at the receiver.
+                event_id=f"evt_{refund_id}",
             )
 
     await ctx.db.run(record)

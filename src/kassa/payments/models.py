@@ -79,18 +79,18 @@ class WebhookEvent(Base):
     provider: Mapped[str] = mapped_column(String(16), primary_key=True)
     event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     type: Mapped[str] = mapped_column(String(64))
-    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)
+    # processed, or ignored (an event Kassa has nothing to do with)
+    outcome: Mapped[str] = mapped_column(String(16), default="processed")
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now, index=True)
 
 
 class WebhookReceipt(Base):
-    """Every webhook request and what became of it (processed, duplicate, ignored, rejected),
-    for stats."""
+    """Webhook requests that did not take effect (duplicate, rejected), for stats; the ones that
+    did are the webhook_events rows."""
 
     __tablename__ = "webhook_receipts"
     __table_args__ = (
-        CheckConstraint(
-            "outcome IN ('processed', 'duplicate', 'ignored', 'rejected')", name="outcome"
-        ),
+        CheckConstraint("outcome IN ('duplicate', 'rejected')", name="outcome"),
         Index("ix_webhook_receipts_received_at", "received_at"),
         {"implicit_returning": False},
     )

@@ -34,6 +34,7 @@ log = structlog.get_logger("kassa.outbox")
 LEASE = timedelta(seconds=60)
 MAX_BACKOFF_SECONDS = 600
 BATCH = 20
+RETRY_FOREVER = frozenset({"provider_refund", "sandbox_webhook"})
 
 
 class DeliveryFailed(Exception):
@@ -154,8 +155,11 @@ async def _done(session: AsyncSession, message_id: str) -> None:
 async def _failed(ctx: OutboxContext, message: Claimed, error: Exception) -> None:
     # The error's type and text only when it is ours; a library error can carry secrets.
     text = str(error) if isinstance(error, DeliveryFailed) else type(error).__name__
-    dead = message.attempts >= ctx.settings.outbox_max_attempts
-    log.warning(
+    # Money never gives up: a refund or a payment verdict keeps being retried (at most every
+    # MAX_BACKOFF_SECONDS); other work is set aside as dead after KASSA_OUTBOX_MAX_ATTEMPTS.
+    exhausted = message.attempts >= ctx.settings.outbox_max_attempts
+    dead = exhausted and message.kind not in RETRY_FOREVER
+    (log.error if exhausted else log.warning)(
         "outbox_delivery_failed",
         message_id=message.id,
         kind=message.kind,

@@ -101,13 +101,17 @@ async def create_payment(
         created_at=now,
         updated_at=now,
     )
-    session.add(payment)
+    # Not added to the session: the caller adds it once the checkout row it refers to is in.
     return payment
 
 
-async def get_payment(session: AsyncSession, payment_id: str, *, lock: bool = False) -> Payment:
+async def get_payment(
+    session: AsyncSession, payment_id: str, *, lock: bool = False, refresh: bool = False
+) -> Payment:
     query = select(Payment).where(Payment.id == payment_id)
-    if lock:
+    if refresh:
+        query = query.execution_options(populate_existing=True)
+    if lock and (await session.connection()).dialect.name == "postgresql":
         query = query.with_for_update()
     payment = await session.scalar(query)
     if payment is None:
@@ -208,28 +212,31 @@ async def get_refund(session: AsyncSession, refund_id: str) -> Refund | None:
     return await session.get(Refund, refund_id)
 
 
-async def refund_sent(session: AsyncSession, refund_id: str, provider_reference: str) -> None:
-    await session.execute(
+async def refund_sent(session: AsyncSession, refund_id: str, provider_reference: str) -> bool:
+    """Remember the provider's reference; True the first time only."""
+    result = await session.execute(
         update(Refund)
         .where(Refund.id == refund_id, Refund.provider_reference.is_(None))
         .values(provider_reference=provider_reference)
         .execution_options(synchronize_session=False)
     )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 async def refund_succeeded(
     session: AsyncSession, provider_reference: str, *, at: datetime | None = None
 ) -> Refund | None:
-    """The provider confirms a refund; None if Kassa does not know it (nothing changes)."""
-    refund = await session.scalar(
-        select(Refund).where(Refund.provider_reference == provider_reference)
+    """The provider confirms a refund. Returns the refund if this call moved it to succeeded;
+    None if Kassa does not know it or it had succeeded already (nothing changes)."""
+    result = await session.execute(
+        update(Refund)
+        .where(Refund.provider_reference == provider_reference, Refund.status == "pending")
+        .values(status="succeeded", succeeded_at=at or clock.now())
+        .returning(Refund.id)
+        .execution_options(synchronize_session=False)
     )
-    if refund is None or refund.status == "succeeded":
-        return refund
-    refund.status = "succeeded"
-    refund.succeeded_at = at or clock.now()
-    await session.flush()
-    return refund
+    row = result.first()
+    return None if row is None else await session.get(Refund, row[0])
 
 
 async def refunds_of(session: AsyncSession, payment_id: str) -> list[Refund]:

@@ -1,5 +1,8 @@
 """Incoming provider events: verified, recorded once, then acted on.
 
+Stats read processed and ignored events from `webhook_events`, duplicates and rejections from
+`webhook_receipts`.
+
 The whole of deduplication is one insert into `webhook_events` keyed (provider, event id) with
 "on conflict do nothing", in the same transaction as the event's effect: only the request that
 inserted the row acts, and if its transaction rolls back the event was never seen (promise 5).
@@ -10,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import cast
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Table, insert, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kassa import clock
@@ -60,6 +63,7 @@ async def apply(
             "provider": provider_name,
             "event_id": event.event_id,
             "type": event.type[:64],
+            "outcome": "processed",
             "received_at": clock.now(),
         },
     )
@@ -67,7 +71,15 @@ async def apply(
         await _receipt(session, provider_name, event.event_id, "duplicate")
         return "duplicate"
     outcome = await _act(session, settings, provider_name, event)
-    await _receipt(session, provider_name, event.event_id, outcome)
+    if outcome != "processed":
+        await session.execute(
+            update(events_table)
+            .where(
+                events_table.c.provider == provider_name,
+                events_table.c.event_id == event.event_id,
+            )
+            .values(outcome=outcome)
+        )
     return outcome
 
 
@@ -88,13 +100,18 @@ async def _act(
         return "processed"
     if event.type not in (PAYMENT_SUCCEEDED, PAYMENT_FAILED):
         return "ignored"
-    payment = await payments.find_by_reference(session, provider_name, event.provider_reference)
-    if payment is None:
+    found = await completion.load(session, provider_name, event.provider_reference)
+    if found is None:
         return "ignored"
+    payment, checkout = found
     if event.type == PAYMENT_SUCCEEDED:
-        await completion.payment_succeeded(session, settings, payment, actor=provider_name)
+        await completion.payment_succeeded(
+            session, settings, payment, checkout, actor=provider_name
+        )
     else:
-        await completion.payment_failed(session, settings, payment, failure_code=event.failure_code)
+        await completion.payment_failed(
+            session, settings, payment, checkout, failure_code=event.failure_code
+        )
     return "processed"
 
 
