@@ -73,8 +73,8 @@ def seed(
         bool, typer.Option("--if-empty", help="Only into an empty catalog")
     ] = False,
 ) -> None:
-    """Load the demo catalog."""
-    from kassa.seed import catalog_is_empty, seed_demo
+    """Load the demo catalog (and demo shipping and tax rates, if there are none)."""
+    from kassa.seed import catalog_is_empty, seed_demo, seed_rates
 
     if not demo:
         console.print("nothing to seed: pass --demo")
@@ -84,6 +84,7 @@ def seed(
     async def run() -> int:
         db = Database(settings.database_url, pool_size=1)
         try:
+            await db.run(seed_rates)
             async with db.read() as session:
                 if if_empty and not await catalog_is_empty(session):
                     return -1

@@ -9,6 +9,8 @@ from kassa.auth.principal import Principal
 from kassa.catalog import service as catalog
 from kassa.catalog.models import Product
 from kassa.catalog.schemas import ProductCreate, VariantCreate
+from kassa.checkout import rates
+from kassa.checkout.models import ShippingRate
 
 DEMO_PRODUCTS = [
     (
@@ -35,6 +37,27 @@ DEMO_PRODUCTS = [
     ),
     ("Sticker Pack", "sticker-pack", "Ten vinyl stickers.", [("STK-10", "Pack of 10", 500, 500)]),
 ]
+
+
+# Shipping (amount, free from) and tax (basis points) for the demo, so a checkout works at once.
+DEMO_RATES = [
+    ("us", 500, 5000, 800),
+    ("gb", 700, 6000, 2000),
+    ("de", 600, 6000, 1900),
+    ("in", 400, 4000, 1800),
+]
+
+
+async def seed_rates(session: AsyncSession) -> int:
+    """Demo shipping and tax rates, unless some shipping rate exists already."""
+    if await session.scalar(select(func.count()).select_from(ShippingRate)):
+        return 0
+    for country, amount, free_above, basis_points in DEMO_RATES:
+        await rates.set_shipping_rate(
+            session, country=country, amount=amount, free_above_amount=free_above
+        )
+        await rates.set_tax_rate(session, country=country, basis_points=basis_points)
+    return len(DEMO_RATES)
 
 
 async def catalog_is_empty(session: AsyncSession) -> bool:
