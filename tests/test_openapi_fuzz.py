@@ -41,6 +41,7 @@ from kassa.auth import service as auth_service
 from kassa.auth.tokens import issue_token
 from kassa.config import Settings
 from kassa.db import Database
+from kassa.payments.outbox import drain_all
 from tests.conftest import SECRET, Backend
 
 MAX_EXAMPLES = 25
@@ -113,7 +114,8 @@ def hold_existing_skus(context: schemathesis.HookContext, body: Any) -> st.Searc
 
 
 async def _seed(database_url: str) -> tuple[dict[str, str], dict[str, list[str]]]:
-    """An admin and its token, a product with two SKUs, and an active hold on one of them."""
+    """An admin and its token, a product with two SKUs, an active hold on one of them, a paid
+    order and an open checkout."""
     db = Database(database_url, pool_size=2)
     try:
         admin = await db.run(
@@ -148,6 +150,7 @@ async def _seed(database_url: str) -> tuple[dict[str, str], dict[str, list[str]]
             hold_body = {"lines": [{"sku": "MUG-RED", "quantity": 2}], "ttl_seconds": 3600}
             hold = await http.post("/v1/holds", json=hold_body, headers=headers)
             assert hold.status_code == 201, hold.text
+            bought = await _buy(http, headers, seeding_app)
         body = created.json()
         skus = [variant["sku"] for variant in body["variants"]]
         return headers, {
@@ -156,9 +159,47 @@ async def _seed(database_url: str) -> tuple[dict[str, str], dict[str, list[str]]
             "variant_id": [variant["id"] for variant in body["variants"]],
             "sku": skus,
             "hold_id": [hold.json()["id"]],
+            **bought,
         }
     finally:
         await db.dispose()
+
+
+async def _buy(http: httpx.AsyncClient, headers: dict[str, str], app: Any) -> dict[str, list[str]]:
+    """A paid order (through checkout, the sandbox and its webhook) and an open checkout of a
+    second cart, so that the cart, checkout, payment and order endpoints meet real rows."""
+    rate = await http.put("/v1/admin/shipping-rates/us", json={"amount": 500}, headers=headers)
+    assert rate.status_code == 200, rate.text
+    address = {"name": "F", "line1": "1 Road", "city": "C", "postal_code": "1", "country": "us"}
+    found: dict[str, list[str]] = {"cart_id": [], "item_id": [], "checkout_id": []}
+    for sku in ("MUG-RED", "MUG-BLUE"):
+        cart = (await http.post("/v1/carts")).json()
+        guest = {"X-Cart-Token": cart["token"]}
+        added = await http.post(
+            f"/v1/carts/{cart['id']}/items", json={"sku": sku, "quantity": 1}, headers=guest
+        )
+        assert added.status_code == 200, added.text
+        checkout = await http.post(
+            "/v1/checkouts",
+            json={"cart_id": cart["id"], "email": "f@example.com", "shipping_address": address},
+            headers=guest,
+        )
+        assert checkout.status_code == 201, checkout.text
+        found["cart_id"].append(cart["id"])
+        found["item_id"].append(added.json()["items"][0]["id"])
+        found["checkout_id"].append(checkout.json()["id"])
+        found.setdefault("payment_id", []).append(checkout.json()["payment"]["id"])
+    paid = await http.post(
+        f"/v1/sandbox/payments/{found['payment_id'][0]}/pay",
+        json={"card_number": "4242424242424242"},
+        headers=headers,
+    )
+    assert paid.status_code == 202, paid.text
+    await drain_all(app.state.outbox)
+    done = (await http.get(f"/v1/checkouts/{found['checkout_id'][0]}", headers=headers)).json()
+    assert done["order_id"], done
+    found["order_id"] = [done["order_id"]]
+    return found
 
 
 @pytest.fixture(scope="module")
