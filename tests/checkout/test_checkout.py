@@ -3,6 +3,7 @@ nothing holds, cancel, expiry by the sweeper, coupons, failed and late payments.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from kassa import clock
@@ -341,3 +342,24 @@ async def test_late_payment_without_stock_is_refunded(client, admin, make_produc
     assert (await client.get("/v1/orders", headers=admin.headers)).json()["data"] == []
     assert (await stock(client, "SKI", admin.headers))["reserved"] == 1  # the other buyer's
     assert (await stats(client, admin))["late_payments_refunded"] == 1
+
+
+async def test_coupon_limit_holds_under_concurrent_checkouts(client, admin, make_product) -> None:
+    await open_shop(client, admin.headers)
+    await make_product(("COIN", 100), price=1000)
+    response = await client.post(
+        "/v1/admin/coupons",
+        json={"code": "FIVE", "kind": "fixed", "value": 300, "currency": "usd", "usage_limit": 5},
+        headers=admin.headers,
+    )
+    assert response.status_code == 201, response.text
+    carts = [await cart_with(client, ("COIN", 1)) for _ in range(30)]
+    responses = await asyncio.gather(
+        *(start_checkout(client, cart, access, coupon_code="FIVE") for cart, access in carts)
+    )
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [201] * 5 + [422] * 25, codes
+    assert all(r.json()["discount_amount"] == 300 for r in responses if r.status_code == 201)
+    coupons = (await client.get("/v1/admin/coupons", headers=admin.headers)).json()["data"]
+    assert [(c["code"], c["times_used"]) for c in coupons] == [("FIVE", 5)]
+    assert (await stock(client, "COIN", admin.headers))["reserved"] == 5  # refused ones hold none
