@@ -89,7 +89,10 @@ async def ensure_admin(session: AsyncSession, *, email: str, password: str) -> U
     )
     if admins:
         return None
-    if await find_user_by_email(session, email) is not None:
+    existing = await find_user_by_email(session, email)
+    if existing is not None and existing.role == "admin":
+        return None  # another process created this very admin a moment ago
+    if existing is not None:
         raise AdminEmailTaken(
             f"{normalize_email(email)} is a non-admin account; create the admin with "
             "`kassa users create --role admin`"
