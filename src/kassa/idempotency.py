@@ -8,13 +8,21 @@ caller is the signed-in user, else the cart token, else the client address.
 
 The record lives in the database (promise 5: uniqueness in the database, not in memory): one
 insert "on conflict do nothing" claims the key, so two processes racing with the same key run
-the request once. A request that dies with its process leaves a running record, which may be
-taken over once its lease (`LEASE`) has passed.
+the request once. A running request renews its lease every `RENEW_EVERY`; a request that dies
+with its process stops renewing, and its record may be taken over once the lease has passed.
+Each run owns its record by a random token, so only the run that holds it stores or forgets it.
+
+Not applied to `/v1/auth/` (a replayed login would hand out tokens without the password), and
+for callers known only by their address a response that sets a cookie is not stored (it could
+carry a cart token to someone else behind the same address).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
@@ -35,6 +43,8 @@ HEADER = b"idempotency-key"
 UNSAFE = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 RETENTION = timedelta(hours=24)
 LEASE = timedelta(seconds=60)
+RENEW_EVERY = 20.0  # seconds
+SKIPPED_PREFIXES = ("/v1/auth/",)
 MAX_KEY = 255
 # Headers that describe this delivery, not the response: not stored, not replayed.
 _NOT_STORED = {b"date", b"server"}
@@ -53,7 +63,9 @@ class Verdict:
     stored: Stored | None = None
 
 
-async def claim(session: AsyncSession, caller: str, key: str, fingerprint: str) -> Verdict:
+async def claim(
+    session: AsyncSession, caller: str, key: str, fingerprint: str, owner: str
+) -> Verdict:
     now = clock.now()
     fresh = {
         "caller": caller,
@@ -62,6 +74,7 @@ async def claim(session: AsyncSession, caller: str, key: str, fingerprint: str) 
         "state": "running",
         "created_at": now,
         "locked_until": now + LEASE,
+        "owner": owner,
     }
     if await insert_new(session, records, fresh):
         return Verdict("run")
@@ -100,13 +113,30 @@ async def _take_over(session: AsyncSession, caller: str, key: str, fresh: dict[s
             body=None,
             created_at=fresh["created_at"],
             locked_until=fresh["locked_until"],
+            owner=fresh["owner"],
         )
     )
 
 
-async def finish(session: AsyncSession, caller: str, key: str, stored: Stored | None) -> None:
-    """Store the response, or (None: a 5xx or a crash of the endpoint) forget the key."""
-    where = (records.c.caller == caller, records.c.key == key, records.c.state == "running")
+async def renew(session: AsyncSession, caller: str, key: str, owner: str) -> None:
+    await session.execute(
+        update(records)
+        .where(records.c.caller == caller, records.c.key == key, records.c.owner == owner)
+        .values(locked_until=clock.now() + LEASE)
+    )
+
+
+async def finish(
+    session: AsyncSession, caller: str, key: str, owner: str, stored: Stored | None
+) -> None:
+    """Store the response, or (None: a 5xx or a crash of the endpoint) forget the key; only
+    while this run still owns the record."""
+    where = (
+        records.c.caller == caller,
+        records.c.key == key,
+        records.c.state == "running",
+        records.c.owner == owner,
+    )
     if stored is None:
         await session.execute(delete(records).where(*where))
         return
@@ -140,7 +170,11 @@ class IdempotencyMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in UNSAFE:
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in UNSAFE
+            or scope["path"].startswith(SKIPPED_PREFIXES)
+        ):
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
@@ -167,6 +201,8 @@ class IdempotencyMiddleware:
             await response(scope, receive, send)
             return
         body = await _read_body(receive)
+        if body is None:
+            return  # the client went away before its request was whole: nothing to claim
         app_state = scope["app"].state
         db: Database = app_state.db
         caller = _caller(scope, headers, app_state.settings.secret_key.get_secret_value())
@@ -175,7 +211,8 @@ class IdempotencyMiddleware:
                 [scope["method"].encode(), scope["path"].encode(), scope["query_string"], body]
             )
         ).hexdigest()
-        verdict = await db.run(lambda s: claim(s, caller, key, fingerprint))
+        owner = secrets.token_hex(16)
+        verdict = await db.run(lambda s: claim(s, caller, key, fingerprint, owner))
         if verdict.action == "reused":
             await problem(
                 422,
@@ -196,10 +233,10 @@ class IdempotencyMiddleware:
             assert verdict.stored is not None
             await _replay(verdict.stored, send)
             return
-        await self._run(scope, body, send, db, caller, key)
+        await self._run(scope, body, send, db, Claim(caller, key, owner))
 
     async def _run(
-        self, scope: Scope, body: bytes, send: Send, db: Database, caller: str, key: str
+        self, scope: Scope, body: bytes, send: Send, db: Database, claimed: Claim
     ) -> None:
         status = 500
         response_headers: list[list[str]] = []
@@ -226,25 +263,49 @@ class IdempotencyMiddleware:
                 chunks.append(message.get("body", b""))
             await send(message)
 
+        caller, key, owner = claimed.caller, claimed.key, claimed.owner
+        heartbeat = asyncio.create_task(_keep_leased(db, claimed))
         try:
             await self.app(scope, replay_body, capture)
         except BaseException:
-            await db.run(lambda s: finish(s, caller, key, None))
+            heartbeat.cancel()
+            await db.run(lambda s: finish(s, caller, key, owner, None))
             raise
-        stored = None if status >= 500 else Stored(status, response_headers, b"".join(chunks))
-        await db.run(lambda s: finish(s, caller, key, stored))
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+        sets_cookie = any(name.lower() == "set-cookie" for name, _ in response_headers)
+        keep = status < 500 and not (caller.startswith("addr:") and sets_cookie)
+        stored = Stored(status, response_headers, b"".join(chunks)) if keep else None
+        await db.run(lambda s: finish(s, caller, key, owner, stored))
 
 
-async def _read_body(receive: Receive) -> bytes:
+@dataclass(frozen=True)
+class Claim:
+    caller: str
+    key: str
+    owner: str
+
+
+async def _keep_leased(db: Database, claimed: Claim) -> None:
+    """Renew the lease while the request runs, so a slow request is never taken over."""
+    while True:
+        await asyncio.sleep(RENEW_EVERY)
+        with contextlib.suppress(Exception):
+            await db.run(lambda s: renew(s, claimed.caller, claimed.key, claimed.owner))
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body, or None if the client disconnected before sending all of it."""
     parts = []
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            break
+            return None
         parts.append(message.get("body", b""))
         if not message.get("more_body", False):
-            break
-    return b"".join(parts)
+            return b"".join(parts)
 
 
 async def _replay(stored: Stored, send: Send) -> None:

@@ -363,3 +363,46 @@ async def test_coupon_limit_holds_under_concurrent_checkouts(client, admin, make
     coupons = (await client.get("/v1/admin/coupons", headers=admin.headers)).json()["data"]
     assert [(c["code"], c["times_used"]) for c in coupons] == [("FIVE", 5)]
     assert (await stock(client, "COIN", admin.headers))["reserved"] == 5  # refused ones hold none
+
+
+async def test_a_cart_changed_after_its_checkout_lapsed_checks_out_again(
+    client, admin, make_product
+) -> None:
+    await open_shop(client, admin.headers)
+    await make_product(("PEG", 5))
+    await client.post(
+        "/v1/admin/coupons",
+        json={"code": "ONE", "kind": "percent", "value": 10, "usage_limit": 1},
+        headers=admin.headers,
+    )
+    cart, access = await cart_with(client, ("PEG", 1))
+    first = (await start_checkout(client, cart, access, coupon_code="ONE")).json()
+    clock.advance(timedelta(seconds=901))  # no sweep runs
+    changed = await client.post(
+        f"/v1/carts/{cart['id']}/items", json={"sku": "PEG", "quantity": 1}, headers=access
+    )
+    assert changed.status_code == 200, changed.text
+    again = await start_checkout(client, cart, access, coupon_code="ONE")
+    assert again.status_code == 201, again.text  # the lapsed one ended, its coupon use back
+    assert again.json()["lines"][0]["quantity"] == 2
+    old = (await client.get(f"/v1/checkouts/{first['id']}", headers=access)).json()
+    assert old["state"] == "expired"
+
+
+async def test_a_late_payment_does_not_close_a_cart_changed_meanwhile(
+    client, admin, make_product
+) -> None:
+    await open_shop(client, admin.headers)
+    await make_product(("NUT", 5))
+    cart, access = await cart_with(client, ("NUT", 1))
+    checkout = (await start_checkout(client, cart, access)).json()
+    await pay(client, checkout["payment"]["id"], access=access)
+    clock.advance(timedelta(seconds=3601))
+    changed = await client.post(
+        f"/v1/carts/{cart['id']}/items", json={"sku": "NUT", "quantity": 2}, headers=access
+    )
+    assert changed.status_code == 200, changed.text
+    await deliver(client, admin.headers)  # the late success: stock held again, an order
+    seen = (await client.get(f"/v1/checkouts/{checkout['id']}", headers=access)).json()
+    assert seen["state"] == "completed"
+    assert (await client.get(f"/v1/carts/{cart['id']}", headers=access)).json()["state"] == "open"

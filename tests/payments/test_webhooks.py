@@ -171,3 +171,19 @@ async def test_sandbox_cards(client, admin, make_product) -> None:
         assert response.status_code == 422, bad
         assert response.json()["code"] == "validation_error"
     assert (await pay(client, "pay_nothing")).status_code == 404
+
+
+async def test_a_failure_then_a_success_completes_once(
+    client, admin, settings, db, make_product
+) -> None:
+    checkout, access, success = await paid_checkout(client, admin, make_product)
+    failure = sandbox.event(
+        "payment.failed", datetime.now(UTC), {**success["data"], "failure_code": "card_declined"}
+    )
+    for event in (failure, success, failure):  # the failure once more, after the success
+        body, headers = signed(settings, event)
+        response = await client.post(WEBHOOK, content=body, headers=headers)
+        assert response.status_code == 200, response.text
+    seen = (await client.get(f"/v1/checkouts/{checkout['id']}", headers=access)).json()
+    assert seen["state"] == "completed" and seen["payment"]["status"] == "succeeded"
+    assert await count(db, Order) == 1

@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from kassa.db import Database
 from tests.torture._servers import (
@@ -38,6 +39,14 @@ SKU = "FLASH-1"
 UNITS = 20
 BUYERS = 200
 SERVERS = 2
+
+
+async def deadlocks(db: Database) -> int:
+    async with db.read() as session:
+        count = await session.scalar(
+            text("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+        )
+    return int(count or 0)
 
 
 async def test_flash_sale_200_buyers_20_units_two_servers_one_database(tmp_path: Path) -> None:
@@ -65,6 +74,7 @@ async def test_flash_sale_200_buyers_20_units_two_servers_one_database(tmp_path:
             filled = await asyncio.gather(*(buyer.fill_cart(SKU) for buyer in buyers))
             assert Counter(filled) == {"ok": BUYERS}
 
+            deadlocks_before = await deadlocks(db)
             started = time.monotonic()
             await asyncio.gather(*(buyer.check_out() for buyer in buyers))
             checked_out = time.monotonic()
@@ -104,6 +114,12 @@ async def test_flash_sale_200_buyers_20_units_two_servers_one_database(tmp_path:
             assert ordered == {buyer.checkout_id for buyer in winners}
             assert {pay["checkout_id"] for pay in books.payments.values()} == ordered
             assert [s.log_problems() for s in servers] == [[]] * SERVERS
+            # Retried deadlocks would pass unseen above; PostgreSQL counts every one (a backend
+            # reports its counts when it ends, so the servers stop first).
+            for server in servers:
+                server.stop()
+            await asyncio.sleep(0.5)
+            assert await deadlocks(db) == deadlocks_before
         finally:
             for http in [shop, *(buyer.http for buyer in buyers)]:
                 await http.aclose()

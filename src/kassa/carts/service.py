@@ -176,13 +176,10 @@ async def _begin_change(session: AsyncSession, cart: Cart, expected_version: int
     result = await session.execute(
         update(Cart)
         .where(*conditions)
-        # A lapsed checkout lock goes with the change: the cart is the buyer's again.
-        .values(
-            version=Cart.version + 1,
-            updated_at=now,
-            locked_by_checkout=None,
-            locked_until=None,
-        )
+        # A lapsed checkout lock goes with the change: the cart is the buyer's again, and a
+        # late payment for that checkout no longer closes it. `locked_by_checkout` stays, so
+        # that the next checkout of the cart knows to end that one first.
+        .values(version=Cart.version + 1, updated_at=now, locked_until=None)
         .returning(Cart.version)
         .execution_options(synchronize_session=False)
     )
@@ -242,7 +239,9 @@ async def lock_for_checkout(
     CartNotFound or CartClosed."""
     now = clock.now()
     for lapsed in (False, True):
-        free = Cart.locked_until <= now if lapsed else Cart.locked_until.is_(None)
+        # Never locked (or cleanly unlocked), else a lock whose time is up or that a change of
+        # the cart dropped: its checkout may still be open, unswept.
+        free = _unlocked(now) if lapsed else Cart.locked_by_checkout.is_(None)
         result = await session.execute(
             update(Cart)
             .where(Cart.id == cart_id, Cart.state == "open", free, _access_condition(access))
@@ -280,13 +279,16 @@ async def unlock(
     session: AsyncSession, cart_id: str, checkout_id: str, *, close: bool = False
 ) -> None:
     """The checkout ended: free the cart (or close it, once the checkout became an order).
-    A cart that another checkout has locked since is left as it is."""
+    A cart that another checkout has locked since, or (when closing) that the buyer changed
+    after this checkout's lock lapsed, is left as it is."""
     values: dict[str, object] = {"locked_by_checkout": None, "locked_until": None}
+    conditions = [Cart.id == cart_id, Cart.locked_by_checkout == checkout_id]
     if close:
         values["state"] = "closed"
+        conditions.append(Cart.locked_until.is_not(None))
     await session.execute(
         update(Cart)
-        .where(Cart.id == cart_id, Cart.locked_by_checkout == checkout_id)
+        .where(*conditions)
         .values(updated_at=clock.now(), **values)
         .execution_options(synchronize_session=False)
     )

@@ -44,7 +44,8 @@ class Completion:
 async def load(
     session: AsyncSession, provider: str, reference: str
 ) -> tuple[Payment, Checkout] | None:
-    """The payment with this provider reference and its checkout, both locked, in one read."""
+    """The payment with this provider reference and its checkout, both locked, in one read
+    (payment row first: `/pay` takes them in the same order)."""
     query = (
         select(Payment, Checkout)
         .join(Checkout, Checkout.id == Payment.checkout_id)

@@ -243,14 +243,6 @@ async def _place_one(
             await reclaim_expired(conn, skus, now, then_take=skus)
             outcome = await _place_one_line_pg(conn, hold, now, skip_if_overdue=False)
         return hold if outcome == _PLACED else await _refusal(conn, request.lines)
-    if conn.dialect.name == "sqlite":
-        # One writer at a time: no lock order to keep, so take first and reclaim (promise 3)
-        # only when the stock is short, then try once more.
-        if await _place_lines(conn, hold):
-            return hold
-        if await reclaim_expired(conn, skus, now) and await _place_lines(conn, hold):
-            return hold
-        return await _refusal(conn, request.lines)
     # Lazy reclaim (promise 3) first, before this transaction locks any stock row, so the lock
     # order (hold rows, then stock rows) is kept; then every line or none.
     await reclaim_expired(conn, skus, now, then_take=skus)

@@ -37,3 +37,5 @@ class IdempotencyRecord(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # A running record whose request died (a killed process) may be taken over after this.
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Which run of the request holds the record: only that run may store or forget it.
+    owner: Mapped[str | None] = mapped_column(String(32))

@@ -56,8 +56,9 @@ async def sandbox_pay(
         raise payments.PaymentNotFound(f"no payment {payment_id}") from None
     if payment.provider != sandbox.NAME:
         raise payments.PaymentNotFound(f"no sandbox payment {payment_id}")
-    checkout = await checkouts.lock_checkout(session, payment.checkout_id)
+    # The payment row, then its checkout's: the order a webhook for this payment takes them in.
     payment = await payments.get_payment(session, payment_id, lock=True, refresh=True)
+    checkout = await checkouts.lock_checkout(session, payment.checkout_id)
     await checkouts.payment_processing(session, settings, checkout)
     await payments.start_processing(session, payment)
     outcome = sandbox.card_outcome(body.card_number)
