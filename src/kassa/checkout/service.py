@@ -429,17 +429,21 @@ async def cancel_checkout(session: AsyncSession, checkout_id: str) -> Checkout:
     if checkout.state == "expired":
         raise CheckoutExpired(f"checkout {checkout.id} has expired; its stock is already back")
     check_transition(checkout.state, "cancelled")
+    await _cancel(session, checkout, now, "cancelled by the buyer")
+    await session.flush()
+    return checkout
+
+
+async def _cancel(session: AsyncSession, checkout: Checkout, now: datetime, why: str) -> None:
     checkout.state = "cancelled"
     checkout.ended_at = now
     checkout.updated_at = now
-    checkout.outcome_reason = "cancelled by the buyer"
+    checkout.outcome_reason = why
     # The coupon row before hold and stock rows: the order a new checkout takes them in.
     if checkout.coupon_code:
         await rates.release_coupon(session, checkout.coupon_code)
     await holds.release_hold(session, checkout.hold_id)
     await carts.unlock(session, checkout.cart_id, checkout.id)
-    await session.flush()
-    return checkout
 
 
 async def payment_processing(session: AsyncSession, settings: Settings, checkout: Checkout) -> None:
@@ -464,14 +468,7 @@ async def payment_came_back_failed(
     if checkout.state != "open":
         return
     if settings.release_on_payment_failure:
-        checkout.state = "cancelled"
-        checkout.ended_at = now
-        checkout.updated_at = now
-        checkout.outcome_reason = "payment failed (KASSA_RELEASE_ON_PAYMENT_FAILURE)"
-        if checkout.coupon_code:
-            await rates.release_coupon(session, checkout.coupon_code)
-        await holds.release_hold(session, checkout.hold_id)
-        await carts.unlock(session, checkout.cart_id, checkout.id)
+        await _cancel(session, checkout, now, "payment failed (KASSA_RELEASE_ON_PAYMENT_FAILURE)")
         return
     hold = await holds.get_hold(session, checkout.hold_id, now=now)
     usual = hold.created_at + timedelta(seconds=settings.hold_ttl_seconds)
