@@ -318,15 +318,17 @@ async def _set_status(
     session: AsyncSession, order: Order, target: str, actor: str, *, note: str | None = None
 ) -> None:
     previous = order.status
+    now = clock.now()
     result = await session.execute(
         update(Order)
         .where(Order.id == order.id, Order.status == previous)
-        .values(status=target, updated_at=clock.now())
+        .values(status=target, updated_at=now)
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise Conflict(f"order {order.id} changed meanwhile; read it again")
     order.status = target
+    order.updated_at = now
     _event(
         session, order, "status_changed", actor, from_status=previous, to_status=target, note=note
     )
