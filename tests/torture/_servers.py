@@ -65,6 +65,19 @@ async def fresh_postgres(prefix: str) -> AsyncIterator[str]:
         await _admin_execute(POSTGRES_URL, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+@contextlib.asynccontextmanager
+async def fresh_database(backend: str, prefix: str, workdir: Path) -> AsyncIterator[str]:
+    """A new, migrated database on `backend`: a SQLite file in `workdir`, or a PostgreSQL
+    database as `fresh_postgres` makes it."""
+    if backend == "postgres":
+        async with fresh_postgres(prefix) as url:
+            yield url
+        return
+    url = f"sqlite+aiosqlite:///{workdir / f'{prefix}.db'}"
+    await migrate.upgrade_async(url)
+    yield url
+
+
 # --- `kassa serve` processes -------------------------------------------------------------------
 
 

@@ -1,5 +1,5 @@
 """Promise 7, nothing is lost on a crash: a `kassa serve` killed with SIGKILL in the middle of a
-sale, then started again on the same PostgreSQL database.
+sale, then started again on the same database (a SQLite file, and PostgreSQL).
 
 120 buyers fill a cart each (one unit of 50), then all check out at once; two in three pay with
 the good card as soon as they have a checkout, the rest abandon it. When 40 checkouts have been
@@ -25,16 +25,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, update
 
 from kassa.db import Database
 from kassa.inventory.holds import holds
+from kassa.payments.models import OutboxMessage
 from tests.torture._servers import (
     PAID,
     Buyer,
@@ -43,7 +44,7 @@ from tests.torture._servers import (
     broken_promises,
     client,
     code_of,
-    fresh_postgres,
+    fresh_database,
     open_shop,
     read_books,
     server_env,
@@ -69,8 +70,11 @@ def states(rows: dict[str, dict[str, Any]]) -> dict[str, int]:
     return dict(Counter(str(row.get("state", row.get("status"))) for row in rows.values()))
 
 
-async def test_server_killed_mid_sale_restarted_books_agree_after_ttl(tmp_path: Path) -> None:
-    async with fresh_postgres("crash") as url:
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_server_killed_mid_sale_restarted_books_agree_after_ttl(
+    backend: str, tmp_path: Path
+) -> None:
+    async with fresh_database(backend, "crash", tmp_path) as url:
         env = server_env(
             tmp_path,
             url,
@@ -172,12 +176,16 @@ async def test_server_killed_mid_sale_restarted_books_agree_after_ttl(tmp_path: 
 
             # The leases of what the dead process was delivering: let them run out now.
             async with db.transaction() as session:
+                now = datetime.now(UTC)
                 released = (
                     await session.execute(
-                        text(
-                            "UPDATE outbox SET next_attempt_at = now() WHERE state = 'pending' "
-                            "AND next_attempt_at > now() + interval '20 seconds' RETURNING id"
+                        update(OutboxMessage)
+                        .where(
+                            OutboxMessage.state == "pending",
+                            OutboxMessage.next_attempt_at > now + timedelta(seconds=20),
                         )
+                        .values(next_attempt_at=now)
+                        .returning(OutboxMessage.id)
                     )
                 ).all()
             deadline = time.monotonic() + 30
