@@ -149,14 +149,6 @@ async def cart_for_token(session: AsyncSession, token: str | None) -> str | None
     return await session.scalar(select(Cart.id).where(Cart.token_hash == hash_token(token)))
 
 
-async def lock_row(session: AsyncSession, cart_id: str) -> None:
-    """Take the cart row's lock (the first lock of a checkout change; SQLite's writer lock
-    covers it already)."""
-    conn = await session.connection()
-    if conn.dialect.name == "postgresql":
-        await session.execute(select(Cart.id).where(Cart.id == cart_id).with_for_update())
-
-
 def _may_access(cart: Cart, access: CartAccess) -> bool:
     if access.principal is not None and (
         access.principal.is_admin or cart.user_id == access.principal.user_id
@@ -303,20 +295,6 @@ async def remember_prices(session: AsyncSession, cart_id: str, prices: dict[str,
             .values(seen_unit_price_amount=amount)
             .execution_options(synchronize_session=False)
         )
-
-
-@dataclass(frozen=True)
-class CartLine:
-    sku: str
-    quantity: int
-    seen_unit_price_amount: int | None
-
-
-async def lines_of(session: AsyncSession, cart_id: str) -> list[CartLine]:
-    return [
-        CartLine(i.sku, i.quantity, i.seen_unit_price_amount)
-        for i in await _items(session, cart_id)
-    ]
 
 
 async def add_item(

@@ -3,7 +3,8 @@
 Promise 1 (no oversell) rests on one conditional UPDATE per SKU, never a read-then-write.
 Promise 2 (all-or-nothing, no deadlock) rests on touching stock rows in one global order (sorted
 SKU; SKUs are unique and never change, so this is the same total order as sorted variant id would
-be) and on a savepoint around multi-line holds, whose rollback also drops the row locks taken.
+be) and on a savepoint around multi-line holds, whose rollback also drops the row locks taken
+(SQLite has one writer at a time: there a partial take is simply given back).
 Lock order everywhere: hold rows first, then stock rows in SKU order. That is why a hold reclaims
 the overdue holds on its SKUs (promise 3) *before* it takes any stock, never after a failed take.
 

@@ -195,12 +195,3 @@ async def outbox_loop(ctx: OutboxContext, stop: asyncio.Event) -> None:
         if attempted == 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=ctx.settings.outbox_interval_seconds)
-
-
-async def pending_count(session: AsyncSession) -> dict[str, int]:
-    from sqlalchemy import func
-
-    result = await session.execute(
-        select(OutboxMessage.state, func.count()).group_by(OutboxMessage.state)
-    )
-    return {state: int(n) for state, n in result}

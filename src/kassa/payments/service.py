@@ -119,17 +119,6 @@ async def get_payment(
     return payment
 
 
-async def find_by_reference(
-    session: AsyncSession, provider: str, reference: str, *, lock: bool = False
-) -> Payment | None:
-    query = select(Payment).where(
-        Payment.provider == provider, Payment.provider_reference == reference
-    )
-    if lock:
-        query = query.with_for_update()
-    return await session.scalar(query)
-
-
 async def start_processing(session: AsyncSession, payment: Payment) -> None:
     """The buyer submitted payment details: pending again (a retry after a failure)."""
     if payment.status not in ("pending", "failed"):
@@ -237,10 +226,3 @@ async def refund_succeeded(
     )
     row = result.first()
     return None if row is None else await session.get(Refund, row[0])
-
-
-async def refunds_of(session: AsyncSession, payment_id: str) -> list[Refund]:
-    result = await session.execute(
-        select(Refund).where(Refund.payment_id == payment_id).order_by(Refund.id)
-    )
-    return list(result.scalars())
