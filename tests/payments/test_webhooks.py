@@ -9,7 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
+from kassa import clock
 from kassa.db import Database
+from kassa.inventory.sweeper import run_sweep
 from kassa.orders.models import Order
 from kassa.payments.models import WebhookEvent
 from kassa.payments.providers import sandbox
@@ -187,3 +189,17 @@ async def test_a_failure_then_a_success_completes_once(
     seen = (await client.get(f"/v1/checkouts/{checkout['id']}", headers=access)).json()
     assert seen["state"] == "completed" and seen["payment"]["status"] == "succeeded"
     assert await count(db, Order) == 1
+
+
+async def test_old_webhook_records_are_forgotten_after_90_days(
+    client, admin, settings, db, make_product
+) -> None:
+    _, _, event = await paid_checkout(client, admin, make_product)
+    body, headers = signed(settings, event)
+    await client.post(WEBHOOK, content=body, headers=headers)  # processed
+    await client.post(WEBHOOK, content=body, headers=headers)  # duplicate: a receipt
+    clock.advance(timedelta(days=89))
+    assert (await run_sweep(db, settings)).forgotten_webhooks == 0
+    clock.advance(timedelta(days=2))
+    assert (await run_sweep(db, settings)).forgotten_webhooks == 2
+    assert await count(db, WebhookEvent) == 0

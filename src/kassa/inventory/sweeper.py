@@ -24,6 +24,7 @@ from kassa.config import Settings
 from kassa.db import Database
 from kassa.inventory.holds import end_holds, holds
 from kassa.ops import jobs
+from kassa.payments import webhooks
 
 log = structlog.get_logger("kassa.sweeper")
 
@@ -36,6 +37,7 @@ class SweepResult:
     expired_checkouts: int = 0
     released_units: int = 0
     forgotten_idempotency_keys: int = 0
+    forgotten_webhooks: int = 0
     duration_ms: int = 0
 
 
@@ -86,6 +88,7 @@ async def run_sweep(db: Database, settings: Settings) -> SweepResult:
         if expired < limit:
             break
     result.forgotten_idempotency_keys = await db.run(idempotency.purge_expired)
+    result.forgotten_webhooks = await db.run(webhooks.forget_old)
     result.duration_ms = int((time.perf_counter() - t0) * 1000)
     await db.run(
         lambda s: jobs.record_run(

@@ -11,9 +11,10 @@ inserted the row acts, and if its transaction rolls back the event was never see
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import cast
 
-from sqlalchemy import Table, insert, update
+from sqlalchemy import Table, delete, insert, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kassa import clock
@@ -113,6 +114,22 @@ async def _act(
             session, settings, payment, checkout, failure_code=event.failure_code
         )
     return "processed"
+
+
+# Long past any provider's retries (Stripe: 3 days) and any signature's 5-minute tolerance, and
+# as far back as stats look (90 days).
+RETENTION = timedelta(days=90)
+
+
+async def forget_old(session: AsyncSession) -> int:
+    """Forget webhook events and receipts older than RETENTION (the sweeper calls this; each
+    run finds only what aged out since the last one)."""
+    cutoff = clock.now() - RETENTION
+    forgotten = 0
+    for table in (events_table, receipts_table):
+        result = await session.execute(delete(table).where(table.c.received_at < cutoff))
+        forgotten += int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return forgotten
 
 
 async def _receipt(
