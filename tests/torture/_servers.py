@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
 from kassa import migrate
@@ -320,6 +320,16 @@ async def wait_for_payments(
         if waiting:
             await asyncio.sleep(0.25)
     return statuses
+
+
+async def deadlocks(db: Database) -> int:
+    """PostgreSQL's count of deadlocks in this database (retried ones included: a backend
+    reports its counts when it ends, so stop the servers before the last look)."""
+    async with db.read() as session:
+        count = await session.scalar(
+            text("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+        )
+    return int(count or 0)
 
 
 # --- reading the tables back -------------------------------------------------------------------

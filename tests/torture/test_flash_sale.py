@@ -17,7 +17,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 
 from kassa.db import Database
 from tests.torture._servers import (
@@ -26,6 +25,7 @@ from tests.torture._servers import (
     admin_headers,
     broken_promises,
     client,
+    deadlocks,
     fresh_postgres,
     open_shop,
     read_books,
@@ -39,14 +39,6 @@ SKU = "FLASH-1"
 UNITS = 20
 BUYERS = 200
 SERVERS = 2
-
-
-async def deadlocks(db: Database) -> int:
-    async with db.read() as session:
-        count = await session.scalar(
-            text("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
-        )
-    return int(count or 0)
 
 
 async def test_flash_sale_200_buyers_20_units_two_servers_one_database(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from kassa.checkout.models import Coupon
 from kassa.db import Database
@@ -28,6 +28,7 @@ from tests.torture._servers import (
     admin_headers,
     client,
     code_of,
+    deadlocks,
     fresh_postgres,
     read_books,
     server_env,
@@ -40,14 +41,6 @@ UNITS = 70
 BUYERS = 120
 COUPON, COUPON_USES = "MIX", 15
 SERVERS = 2
-
-
-async def deadlocks(db: Database) -> int:
-    async with db.read() as session:
-        count = await session.scalar(
-            text("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
-        )
-    return int(count or 0)
 
 
 async def stock_shop(http: httpx.AsyncClient, admin: dict[str, str]) -> None:

@@ -258,7 +258,6 @@ class ForSale:
     price_amount: int
     currency: str
     active: bool
-    vendor_id: str | None = None
 
 
 async def for_sale(session: AsyncSession, skus: list[str]) -> dict[str, ForSale]:
@@ -273,12 +272,11 @@ async def for_sale(session: AsyncSession, skus: list[str]) -> dict[str, ForSale]
             Variant.currency,
             Variant.is_active,
             Product.is_active,
-            Product.vendor_id,
         )
         .join(Product, Product.id == Variant.product_id)
         .where(Variant.sku.in_(skus))
     )
     return {
-        sku: ForSale(sku, name, price, currency, bool(variant_active and product_active), vendor)
-        for sku, name, price, currency, variant_active, product_active, vendor in result
+        sku: ForSale(sku, name, price, currency, bool(variant_active and product_active))
+        for sku, name, price, currency, variant_active, product_active in result
     }

@@ -109,7 +109,7 @@ async def _record_failure(
     db: Database, log: PhaseLog, error: KassaError | None, cart_id: str
 ) -> None:
     async def write(session: AsyncSession) -> None:
-        await log.save(session, failed=True)
+        await log.save_failure(session)
         if isinstance(error, service.PriceChanged):
             # The buyer has now been shown the new prices: checking out again accepts them.
             await carts.remember_prices(

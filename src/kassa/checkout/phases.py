@@ -70,10 +70,12 @@ class PhaseLog:
         done = [r.phase for r in self.records if r.outcome == "ok"]
         return {"rolled_back": [UNDONE_BY_ROLLBACK[p] for p in done if p in UNDONE_BY_ROLLBACK]}
 
-    async def save(self, session: AsyncSession, *, failed: bool = False) -> None:
+    async def save_failure(self, session: AsyncSession) -> None:
+        """Write a failed attempt's phases (its checkout row was rolled back: no checkout_id),
+        the failed one with what the rollback undid."""
         if not self.records:
             return
-        if failed and self.records[-1].outcome == "failed":
+        if self.records[-1].outcome == "failed":
             last = self.records[-1]
             last.detail = {**(last.detail or {}), **self.failure_detail()}
         now = clock.now()
@@ -81,7 +83,7 @@ class PhaseLog:
             insert(CheckoutPhase),
             [
                 {
-                    "checkout_id": None if failed else self.checkout_id,
+                    "checkout_id": None,
                     "phase": r.phase,
                     "outcome": r.outcome,
                     "code": r.code,

@@ -49,15 +49,14 @@ async def sandbox_pay(
     4242424242424242 succeeds, 4000000000000002 is declined, 4000000000009995 fails with
     insufficient funds (any other 16 digits: declined). The outcome arrives later as a signed
     webhook, like a real provider's; the hold is kept (up to the maximum TTL) meanwhile."""
+    # The payment row, then its checkout's: the order a webhook for this payment takes them in.
     try:
-        payment = await payments.get_payment(session, payment_id)
+        payment = await payments.get_payment(session, payment_id, lock=True)
         await checkouts.find_checkout(session, payment.checkout_id, access)
     except (payments.PaymentNotFound, checkouts.CheckoutNotFound):
         raise payments.PaymentNotFound(f"no payment {payment_id}") from None
     if payment.provider != sandbox.NAME:
         raise payments.PaymentNotFound(f"no sandbox payment {payment_id}")
-    # The payment row, then its checkout's: the order a webhook for this payment takes them in.
-    payment = await payments.get_payment(session, payment_id, lock=True, refresh=True)
     checkout = await checkouts.lock_checkout(session, payment.checkout_id)
     await checkouts.payment_processing(session, settings, checkout)
     await payments.start_processing(session, payment)

@@ -105,12 +105,8 @@ async def create_payment(
     return payment
 
 
-async def get_payment(
-    session: AsyncSession, payment_id: str, *, lock: bool = False, refresh: bool = False
-) -> Payment:
+async def get_payment(session: AsyncSession, payment_id: str, *, lock: bool = False) -> Payment:
     query = select(Payment).where(Payment.id == payment_id)
-    if refresh:
-        query = query.execution_options(populate_existing=True)
     if lock and (await session.connection()).dialect.name == "postgresql":
         query = query.with_for_update()
     payment = await session.scalar(query)
