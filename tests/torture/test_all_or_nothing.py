@@ -21,15 +21,11 @@ from hypothesis import strategies as st
 from kassa import clock
 from kassa.config import Settings
 from kassa.db import Database
-from kassa.errors import InvalidTransition
 from kassa.inventory.holds import (
-    ALREADY_DONE,
-    HOLD_TRANSITIONS,
     InsufficientStock,
     hold_lines,
     hold_stock,
     normalize_lines,
-    plan_transition,
 )
 from kassa.inventory.ledger import movements
 from kassa.inventory.sweeper import run_sweep
@@ -243,7 +239,6 @@ sku_strategy = st.sampled_from(["A", "B", "C", "D", "a", "b", "A-1", "Z9", "É"]
 lines_strategy = st.lists(
     st.tuples(sku_strategy, st.integers(min_value=1, max_value=1_000_000)), max_size=30
 )
-states = sorted(HOLD_TRANSITIONS)
 
 
 @given(lines_strategy)
@@ -270,44 +265,3 @@ def test_all_or_nothing_normalize_lines_refuses_non_positive_quantities(
     position = data.draw(st.integers(min_value=0, max_value=len(lines)))
     with pytest.raises(ValueError):
         normalize_lines([*lines[:position], ("BAD", bad), *lines[position:]])
-
-
-@given(st.sampled_from(states), st.sampled_from(states))
-def test_all_or_nothing_plan_transition_follows_the_table(current: str, target: str) -> None:
-    if (current, target) in ALREADY_DONE:
-        assert plan_transition(current, target) is False
-    elif target in HOLD_TRANSITIONS[current]:
-        assert plan_transition(current, target) is True
-    else:
-        with pytest.raises(InvalidTransition) as raised:
-            plan_transition(current, target)
-        assert raised.value.extra == {"from": current, "to": target}
-
-
-def test_all_or_nothing_transition_table_is_what_the_design_says() -> None:
-    """Pin the table itself, so a changed rule shows up here and not only in behaviour."""
-    outcomes = {}
-    for current in states:
-        for target in states:
-            try:
-                outcomes[current, target] = plan_transition(current, target)
-            except InvalidTransition:
-                outcomes[current, target] = "refused"
-    assert outcomes == {
-        ("active", "active"): "refused",
-        ("active", "committed"): True,
-        ("active", "expired"): True,
-        ("active", "released"): True,
-        ("committed", "active"): "refused",
-        ("committed", "committed"): False,
-        ("committed", "expired"): "refused",
-        ("committed", "released"): "refused",
-        ("expired", "active"): "refused",
-        ("expired", "committed"): "refused",
-        ("expired", "expired"): False,
-        ("expired", "released"): False,
-        ("released", "active"): "refused",
-        ("released", "committed"): "refused",
-        ("released", "expired"): "refused",
-        ("released", "released"): False,
-    }

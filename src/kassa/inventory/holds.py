@@ -25,11 +25,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from kassa import clock
 from kassa.db import UTCDateTime
-from kassa.errors import InvalidTransition, KassaError, NotFound
+from kassa.errors import KassaError, NotFound
 from kassa.ids import new_id
 from kassa.inventory import ledger
 from kassa.inventory.ledger import Movement
 from kassa.inventory.models import Hold, HoldLine, StockLevel
+from kassa.inventory.states import HOLD, HoldState
 
 stock = cast(Table, StockLevel.__table__)
 holds = cast(Table, Hold.__table__)
@@ -120,36 +121,7 @@ def normalize_lines(lines: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
 
 def effective_state(state: str, expires_at: datetime, now: datetime) -> str:
     """An active hold past its expiry is expired for everyone, swept or not."""
-    return "expired" if state == "active" and expires_at <= now else state
-
-
-# The hold state machine. Asking for the state a hold is already in, or releasing a hold whose
-# stock already came back by expiry, changes nothing and is not an error.
-HOLD_TRANSITIONS: dict[str, frozenset[str]] = {
-    "active": frozenset({"committed", "released", "expired"}),
-    "committed": frozenset(),
-    "released": frozenset(),
-    "expired": frozenset(),
-}
-ALREADY_DONE = frozenset(
-    {
-        ("committed", "committed"),
-        ("released", "released"),
-        ("expired", "expired"),
-        ("expired", "released"),
-    }
-)
-
-
-def plan_transition(current: str, target: str) -> bool:
-    """True if the hold must move to `target`; False if that is already done; raises otherwise."""
-    if (current, target) in ALREADY_DONE:
-        return False
-    if target in HOLD_TRANSITIONS[current]:
-        return True
-    raise InvalidTransition(
-        f"a {current} hold cannot become {target}", from_state=current, to_state=target
-    )
+    return HoldState.EXPIRED if state == HoldState.ACTIVE and expires_at <= now else state
 
 
 _TAKE = (
@@ -222,7 +194,7 @@ async def hold_stock(
 def _new_hold(request: HoldRequest, now: datetime) -> HoldView:
     return HoldView(
         id=new_id("hold"),
-        state="active",
+        state=HoldState.ACTIVE,
         expires_at=now + timedelta(seconds=request.ttl_seconds),
         reference=request.reference,
         created_at=now,
@@ -260,7 +232,7 @@ async def _place_lines(conn: AsyncConnection, hold: HoldView) -> bool:
         _INSERT_HOLD,
         {
             "id": hold.id,
-            "state": "active",
+            "state": HoldState.ACTIVE,
             "expires_at": hold.expires_at,
             "reference": hold.reference,
             "created_at": hold.created_at,
@@ -411,10 +383,14 @@ async def reclaim_expired(
         .limit(RECLAIM_LIMIT)
     )
     due = sorted({row[0] for row in result})
-    return len((await end_holds(conn, due, "expired", now, lock_also=then_take)).hold_ids)
+    return len((await end_holds(conn, due, HoldState.EXPIRED, now, lock_also=then_take)).hold_ids)
 
 
-_KIND_FOR_STATE = {"expired": "expire", "released": "release", "committed": "commit"}
+_KIND_FOR_STATE: dict[str, str] = {
+    HoldState.EXPIRED: "expire",
+    HoldState.RELEASED: "release",
+    HoldState.COMMITTED: "commit",
+}
 
 
 async def end_holds(
@@ -432,10 +408,11 @@ async def end_holds(
     lazy reclaimers and callers racing for one hold, only one sees it still active. Expiry also
     requires the hold to be due, so a hold whose expiry moved on is left alone.
     """
+    HOLD.check(HoldState.ACTIVE, to_state)
     if not hold_ids:
         return Ended([], 0)
-    conditions = [holds.c.id.in_(sorted(hold_ids)), holds.c.state == "active"]
-    if to_state == "expired":
+    conditions = [holds.c.id.in_(sorted(hold_ids)), holds.c.state == HoldState.ACTIVE]
+    if to_state == HoldState.EXPIRED:
         conditions.append(holds.c.expires_at <= now)
     if unexpired_only:
         conditions.append(holds.c.expires_at > now)
@@ -454,7 +431,7 @@ async def end_holds(
     per_sku: dict[str, int] = defaultdict(int)
     entries = []
     kind = _KIND_FOR_STATE[to_state]
-    leaves_stock = to_state == "committed"
+    leaves_stock = to_state == HoldState.COMMITTED
     for hold_id, sku, quantity in result:
         per_sku[sku] += quantity
         entries.append(
@@ -480,7 +457,7 @@ async def commit_if_active(session: AsyncSession, hold_id: str, *, now: datetime
     """Commit the hold if it is active and not yet due (a paid checkout); False otherwise
     (expired, swept or not: the caller holds the stock again or refunds)."""
     conn = await session.connection()
-    ended = await end_holds(conn, [hold_id], "committed", now, unexpired_only=True)
+    ended = await end_holds(conn, [hold_id], HoldState.COMMITTED, now, unexpired_only=True)
     return bool(ended.hold_ids)
 
 
@@ -491,12 +468,12 @@ async def get_hold(session: AsyncSession, hold_id: str, *, now: datetime | None 
 
 async def release_hold(session: AsyncSession, hold_id: str) -> HoldView:
     """Give the held units back. Idempotent; a hold that already expired stays expired."""
-    return await _move(session, hold_id, "released")
+    return await _move(session, hold_id, HoldState.RELEASED)
 
 
 async def commit_hold(session: AsyncSession, hold_id: str) -> HoldView:
     """The held units leave on_hand (they are sold). Idempotent; 409 once released or expired."""
-    return await _move(session, hold_id, "committed")
+    return await _move(session, hold_id, HoldState.COMMITTED)
 
 
 async def _move(session: AsyncSession, hold_id: str, target: str) -> HoldView:
@@ -509,10 +486,10 @@ async def _move(session: AsyncSession, hold_id: str, target: str) -> HoldView:
     if row is None:
         raise HoldNotFound(f"no hold {hold_id}")
     state, expires_at = row
-    if effective_state(state, expires_at, now) == "expired" and state == "active":
-        await end_holds(conn, [hold_id], "expired", now)
-        state = "expired"
-    if plan_transition(state, target):
+    if effective_state(state, expires_at, now) == HoldState.EXPIRED and state == HoldState.ACTIVE:
+        await end_holds(conn, [hold_id], HoldState.EXPIRED, now)
+        state = HoldState.EXPIRED
+    if HOLD.plan(state, target):
         await end_holds(conn, [hold_id], target, now)
     return await _load(conn, hold_id, now)
 
@@ -553,7 +530,7 @@ async def extend_hold(session: AsyncSession, hold_id: str, expires_at: datetime)
     now = clock.now()
     result = await conn.execute(
         update(holds)
-        .where(holds.c.id == hold_id, holds.c.state == "active", holds.c.expires_at > now)
+        .where(holds.c.id == hold_id, holds.c.state == HoldState.ACTIVE, holds.c.expires_at > now)
         .values(expires_at=expires_at)
         .returning(holds.c.id)
     )

@@ -23,6 +23,7 @@ from kassa.checkout.service import expire_due_checkouts
 from kassa.config import Settings
 from kassa.db import Database
 from kassa.inventory.holds import end_holds, holds
+from kassa.inventory.states import HoldState
 from kassa.ops import jobs
 from kassa.payments import webhooks
 
@@ -46,7 +47,7 @@ async def expire_due_holds(session: AsyncSession, *, now: datetime, limit: int) 
     conn = await session.connection()
     query = (
         select(holds.c.id)
-        .where(holds.c.state == "active", holds.c.expires_at <= now)
+        .where(holds.c.state == HoldState.ACTIVE, holds.c.expires_at <= now)
         .order_by(holds.c.expires_at)
         .limit(limit)
     )
@@ -55,7 +56,7 @@ async def expire_due_holds(session: AsyncSession, *, now: datetime, limit: int) 
     due = [row[0] for row in await conn.execute(query)]
     if not due:
         return 0, 0
-    ended = await end_holds(conn, due, "expired", now)
+    ended = await end_holds(conn, due, HoldState.EXPIRED, now)
     return len(ended.hold_ids), ended.units
 
 

@@ -10,21 +10,17 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from kassa import clock
 from kassa.db import Base, UTCDateTime
+from kassa.orders.states import OrderPaymentStatus, OrderStatus
+from kassa.states import one_of
 
 ORDER_NUMBERS = Sequence("order_number_seq", start=1001)
-ORDER_STATUSES = ("pending", "paid", "processing", "shipped", "delivered", "cancelled", "returned")
-PAYMENT_STATUSES = ("unpaid", "paid", "partially_refunded", "refunded")
-
-
-def _one_of(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
 class Order(Base):
     __tablename__ = "orders"
     __table_args__ = (
-        CheckConstraint(_one_of("status", ORDER_STATUSES), name="status"),
-        CheckConstraint(_one_of("payment_status", PAYMENT_STATUSES), name="payment_status"),
+        CheckConstraint(one_of("status", OrderStatus), name="status"),
+        CheckConstraint(one_of("payment_status", OrderPaymentStatus), name="payment_status"),
         CheckConstraint(
             "refunded_amount >= 0 AND refunded_amount <= total_amount", name="refund_range"
         ),

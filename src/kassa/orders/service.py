@@ -16,10 +16,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kassa import clock
 from kassa.auth.principal import Principal
-from kassa.errors import Conflict, Forbidden, InvalidInput, InvalidTransition, NotFound
+from kassa.errors import Conflict, Forbidden, InvalidInput, NotFound
 from kassa.ids import new_id
 from kassa.inventory import service as inventory
 from kassa.orders.models import Order, OrderEvent, OrderLine, OrderReturn
+from kassa.orders.states import (
+    BUYER_CANCELS_FROM,
+    ORDER,
+    ORDER_PAYMENT,
+    VENDOR_TARGETS,
+    OrderPaymentStatus,
+    OrderStatus,
+    order_payment_status,
+)
 from kassa.payments import service as payments
 from kassa.payments.models import Refund
 
@@ -37,29 +46,8 @@ class ReturnNotFound(NotFound):
     title = "Return not found"
 
 
-# The order status machine (API.md "Orders"), in one place.
-ORDER_TRANSITIONS: dict[str, frozenset[str]] = {
-    "pending": frozenset({"paid", "cancelled"}),
-    "paid": frozenset({"processing", "cancelled"}),
-    "processing": frozenset({"shipped", "cancelled"}),
-    "shipped": frozenset({"delivered"}),
-    "delivered": frozenset({"returned"}),
-    "cancelled": frozenset(),
-    "returned": frozenset(),
-}
-# What a vendor may move an order with its lines to; an admin may make any allowed move.
-VENDOR_TARGETS = frozenset({"processing", "shipped"})
-# Statuses in which the buyer may still cancel.
-BUYER_CANCELS_FROM = frozenset({"pending", "paid"})
-
-
 def check_transition(current: str, target: str) -> None:
-    if target not in ORDER_TRANSITIONS[current]:
-        raise InvalidTransition(
-            f"an order that is {current} cannot become {target}",
-            from_state=current,
-            to_state=target,
-        )
+    ORDER.check(current, target)
 
 
 @dataclass(frozen=True)
@@ -94,6 +82,9 @@ class NewOrder:
 async def create_order(session: AsyncSession, new: NewOrder, *, actor: str) -> Order:
     """The one order of a paid checkout (the unique checkout_id makes it one). On the query
     budget: the order, its lines and its first events are three statements."""
+    # Born pending and paid at once: both moves go through their tables.
+    ORDER.check(OrderStatus.PENDING, OrderStatus.PAID)
+    ORDER_PAYMENT.check(OrderPaymentStatus.UNPAID, OrderPaymentStatus.PAID)
     now = clock.now()
     order = Order(
         id=new_id("ord"),
@@ -101,8 +92,8 @@ async def create_order(session: AsyncSession, new: NewOrder, *, actor: str) -> O
         cart_id=new.cart_id,
         user_id=new.user_id,
         payment_id=new.payment_id,
-        status="paid",
-        payment_status="paid",
+        status=OrderStatus.PAID,
+        payment_status=OrderPaymentStatus.PAID,
         email=new.email,
         currency=new.currency,
         subtotal_amount=new.subtotal_amount,
@@ -147,14 +138,14 @@ async def create_order(session: AsyncSession, new: NewOrder, *, actor: str) -> O
                 **created,
                 "kind": "created",
                 "from_status": None,
-                "to_status": "pending",
+                "to_status": OrderStatus.PENDING,
                 "data": None,
             },
             {
                 **created,
                 "kind": "status_changed",
-                "from_status": "pending",
-                "to_status": "paid",
+                "from_status": OrderStatus.PENDING,
+                "to_status": OrderStatus.PAID,
                 "data": {"payment_id": new.payment_id, "amount": new.total_amount},
             },
         ],
@@ -297,9 +288,9 @@ async def transition(
     principal = access.principal
     if principal is None:
         raise Forbidden("only the shop changes an order's status")
-    if target == "cancelled":
+    if target == OrderStatus.CANCELLED:
         return await cancel(session, order, access, reason=note or "cancelled")
-    if target == "returned":
+    if target == OrderStatus.RETURNED:
         # Goods and money follow a return only through the returns flow.
         raise Conflict(
             "an order becomes returned when an admin marks its returned goods received "
@@ -342,13 +333,12 @@ async def cancel(session: AsyncSession, order: Order, access: OrderAccess, *, re
     if not is_admin:
         if not _is_buyer(order, access):
             raise Forbidden("only the buyer or the shop may cancel an order")
-        if (
-            order.status not in BUYER_CANCELS_FROM
-            and "cancelled" in ORDER_TRANSITIONS[order.status]
+        if order.status not in BUYER_CANCELS_FROM and ORDER.allows(
+            order.status, OrderStatus.CANCELLED
         ):
             raise Forbidden(f"an order that is {order.status} can be cancelled by the shop only")
-    check_transition(order.status, "cancelled")
-    await _set_status(session, order, "cancelled", access.actor, note=reason)
+    check_transition(order.status, OrderStatus.CANCELLED)
+    await _set_status(session, order, OrderStatus.CANCELLED, access.actor, note=reason)
     lines = list(
         (await session.execute(select(OrderLine).where(OrderLine.order_id == order.id))).scalars()
     )
@@ -394,9 +384,9 @@ async def refund(
             f"at most {order.total_amount - order.refunded_amount} can still be refunded",
         )
     order.refunded_amount = int(row[0])
-    order.payment_status = (
-        "refunded" if order.refunded_amount == order.total_amount else "partially_refunded"
-    )
+    target = order_payment_status(order.total_amount, order.refunded_amount)
+    ORDER_PAYMENT.check(order.payment_status, target)
+    order.payment_status = target
     payment = await payments.get_payment(session, order.payment_id)
     made = await payments.create_refund(
         session, payment, amount=wanted, reason=reason, order_id=order.id
@@ -431,7 +421,7 @@ async def request_return(
     is_admin = principal is not None and principal.is_admin
     if not is_admin and not _is_buyer(order, access):
         raise Forbidden("only the buyer or the shop may ask for a return")
-    if order.status != "delivered":
+    if order.status != OrderStatus.DELIVERED:
         raise Conflict(f"an order that is {order.status} cannot be returned (only delivered)")
     ordered = {
         line.sku: line.quantity - line.returned_quantity
@@ -529,11 +519,13 @@ async def receive_return(
     if refundable > 0:
         issued = await refund(session, order, access, amount=refundable, reason=f"return {made.id}")
         made.refund_id = issued.id
-    if order.status == "delivered" and all(
+    if order.status == OrderStatus.DELIVERED and all(
         line.returned_quantity == line.quantity for line in by_sku.values()
     ):
-        check_transition(order.status, "returned")
-        await _set_status(session, order, "returned", access.actor, note="every unit came back")
+        check_transition(order.status, OrderStatus.RETURNED)
+        await _set_status(
+            session, order, OrderStatus.RETURNED, access.actor, note="every unit came back"
+        )
     await session.flush()
     return made
 
