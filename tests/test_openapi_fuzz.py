@@ -41,7 +41,6 @@ from kassa.auth import service as auth_service
 from kassa.auth.tokens import issue_token
 from kassa.config import Settings
 from kassa.db import Database
-from kassa.payments.outbox import drain_all
 from tests.conftest import SECRET, Backend
 
 MAX_EXAMPLES = 25
@@ -195,7 +194,7 @@ async def _buy(http: httpx.AsyncClient, headers: dict[str, str], app: Any) -> di
         headers=headers,
     )
     assert paid.status_code == 202, paid.text
-    await drain_all(app.state.outbox)
+    await app.state.outbox.drain_all()
     done = (await http.get(f"/v1/checkouts/{found['checkout_id'][0]}", headers=headers)).json()
     assert done["order_id"], done
     found["order_id"] = [done["order_id"]]

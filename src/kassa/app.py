@@ -15,21 +15,26 @@ from kassa.auth import service as auth_service
 from kassa.auth.api import router as auth_router
 from kassa.carts.api import router as carts_router
 from kassa.catalog.api import router as catalog_router
+from kassa.checkout import completion, events
 from kassa.checkout.api import router as pricing_router
 from kassa.checkout.checkout_api import router as checkout_router
+from kassa.checkout.payment_api import router as payments_router
 from kassa.config import Settings, get_settings
 from kassa.db import Database
 from kassa.errors import install_error_handlers
 from kassa.idempotency import IdempotencyMiddleware
 from kassa.inventory.api import router as inventory_router
-from kassa.inventory.sweeper import sweeper_loop
 from kassa.openapi import install_openapi
+from kassa.ops.alerts import send_alert
 from kassa.ops.api import router as ops_router
 from kassa.ops.logs import configure_logging
+from kassa.ops.sweeper import Payments, sweeper_loop
 from kassa.orders.api import router as orders_router
-from kassa.payments.api import router as payments_router
-from kassa.payments.delivery import outbox_context
-from kassa.payments.outbox import outbox_loop
+from kassa.outbox.service import FOREVER, Outbox, RetryPolicy
+from kassa.payments import service as payment_records
+from kassa.payments.providers import sandbox
+from kassa.payments.providers.registry import Providers
+from kassa.payments.refunds import refund_sender
 
 log = structlog.get_logger("kassa.app")
 
@@ -72,6 +77,35 @@ async def webhook_client(app: FastAPI, settings: Settings) -> AsyncIterator[http
             yield http
 
 
+def wire(app: FastAPI, db: Database, settings: Settings, http: httpx.AsyncClient) -> None:
+    """Build the app's services once: storage, payment providers, what provider events do, and
+    the outbox with every domain's handlers registered."""
+    app.state.db = db
+    providers = Providers.from_settings(settings, db)
+    app.state.providers = providers
+    ctx = events.EventContext(settings=settings, hooks=events.REFUND_HOOKS)
+    app.state.events = ctx
+    box = Outbox(db, default_policy=RetryPolicy(max_attempts=settings.outbox_max_attempts))
+    if settings.sandbox_enabled:
+        provider = providers.get(sandbox.NAME)
+        assert isinstance(provider, sandbox.SandboxProvider)
+        # A payment verdict is money: never given up on.
+        box.register(
+            sandbox.WEBHOOK_KIND,
+            provider.webhook_sender(http, settings.sandbox_webhook_url),
+            FOREVER,
+        )
+    box.register(
+        payment_records.REFUND_KIND,
+        refund_sender(db, providers, ctx.hooks, timeout_seconds=settings.provider_timeout_seconds),
+        FOREVER,
+    )
+    box.register(events.DEFERRED_KIND, events.deferred_applier(db, ctx), events.DEFERRED_POLICY)
+    box.register(completion.ALERT_KIND, send_alert)
+    app.state.outbox = box
+    app.state.sweep_payments = Payments(providers, ctx)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -86,16 +120,25 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owns_db = db is None
         database = db or Database(settings.database_url, pool_size=settings.database_pool_size)
-        app.state.db = database
         await ensure_admin_from_env(database, settings)
         async with webhook_client(app, settings) as http:
-            app.state.outbox = outbox_context(database, settings, http)
+            wire(app, database, settings, http)
             stop = asyncio.Event()
             tasks = []
             if background and settings.sweep_interval_seconds > 0:
-                tasks.append(asyncio.create_task(sweeper_loop(database, settings, stop)))
+                tasks.append(
+                    asyncio.create_task(
+                        sweeper_loop(database, settings, stop, app.state.sweep_payments)
+                    )
+                )
             if background and settings.outbox_interval_seconds > 0:
-                tasks.append(asyncio.create_task(outbox_loop(app.state.outbox, stop)))
+                tasks.append(
+                    asyncio.create_task(
+                        app.state.outbox.run(
+                            stop, interval_seconds=settings.outbox_interval_seconds
+                        )
+                    )
+                )
             try:
                 yield
             finally:
@@ -114,9 +157,9 @@ def create_app(
     )
     app.state.settings = settings
     if db is not None:
-        app.state.db = db
-        # Without a lifespan (tests on ASGITransport) the outbox is still there to drain.
-        app.state.outbox = outbox_context(db, settings, _in_process_client(app))
+        # Without a lifespan (tests on ASGITransport) everything is still there.
+        http = httpx.AsyncClient() if settings.sandbox_webhook_url else _in_process_client(app)
+        wire(app, db, settings, http)
     install_error_handlers(app)
     app.add_middleware(IdempotencyMiddleware)
     install_openapi(app)

@@ -134,14 +134,16 @@ def users_create(
 @app.command()
 def sweep() -> None:
     """Expire due holds now (one sweep) and print what was done."""
-    from kassa.inventory.sweeper import run_sweep
+    from kassa.app import create_app
+    from kassa.ops.sweeper import run_sweep
 
     settings = _settings()
 
     async def run() -> None:
         db = Database(settings.database_url, pool_size=2)
         try:
-            result = await run_sweep(db, settings)
+            local_app = create_app(settings, db=db, background=False)
+            result = await run_sweep(db, settings, local_app.state.sweep_payments)
         finally:
             await db.dispose()
         print(
@@ -153,16 +155,38 @@ def sweep() -> None:
 
 
 @app.command()
+def reconcile() -> None:
+    """Ask the payment providers now about every payment still pending after
+    KASSA_RECONCILE_AFTER_SECONDS, and apply what they say exactly as a webhook would."""
+    from kassa.app import create_app
+    from kassa.checkout.recovery import reconcile as run_reconcile
+
+    settings = _settings()
+
+    async def run() -> None:
+        db = Database(settings.database_url, pool_size=2)
+        try:
+            state = create_app(settings, db=db, background=False).state
+            result = await run_reconcile(db, state.events, state.providers, settings)
+        finally:
+            await db.dispose()
+        print(
+            f"checked={result.checked} succeeded={result.succeeded} failed={result.failed} "
+            f"unchanged={result.unchanged}"
+        )
+
+    asyncio.run(run())
+
+
+@app.command()
 def worker() -> None:
     """Run the background loops without the HTTP server: the expiry sweeper and the outbox
     (sandbox webhook deliveries, provider refunds)."""
     import httpx
 
-    from kassa.app import create_app, webhook_client
-    from kassa.inventory.sweeper import sweeper_loop
+    from kassa.app import create_app, webhook_client, wire
     from kassa.ops.logs import configure_logging
-    from kassa.payments.delivery import outbox_context
-    from kassa.payments.outbox import outbox_loop
+    from kassa.ops.sweeper import sweeper_loop
 
     settings = _settings()
     configure_logging(settings.log_format, settings.log_level)
@@ -188,8 +212,12 @@ def worker() -> None:
         http: httpx.AsyncClient
         try:
             async with webhook_client(local_app, settings) as http:
-                context = outbox_context(db, settings, http)
-                await asyncio.gather(sweeper_loop(db, settings, stop), outbox_loop(context, stop))
+                wire(local_app, db, settings, http)
+                state = local_app.state
+                await asyncio.gather(
+                    sweeper_loop(db, settings, stop, state.sweep_payments),
+                    state.outbox.run(stop, interval_seconds=outbox_interval),
+                )
         finally:
             await db.dispose()
 

@@ -48,6 +48,13 @@ class Settings(BaseSettings):
     # Where the sandbox delivers its webhooks. Unset: into the running app itself (through the
     # whole HTTP stack, signature check included) without a network hop.
     sandbox_webhook_url: str | None = None
+    # Any one call to a payment provider gives up after this long (the checkout then answers 502
+    # provider_unavailable and gives the stock back).
+    provider_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    allow_sandbox_in_production: bool = False
+    # Payments still pending this long after they were created are looked up at the provider
+    # (reconcile), in case a webhook was lost.
+    reconcile_after_seconds: int = Field(default=600, ge=0)
     outbox_interval_seconds: float = Field(default=1.0, ge=0)
     outbox_max_attempts: int = Field(default=12, ge=1, le=100)
     admin_email: str | None = None
@@ -64,6 +71,10 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def sandbox_enabled(self) -> bool:
+        return not self.is_production or self.allow_sandbox_in_production
 
     def check_safe_to_start(self) -> None:
         """Refuse a production start with a setting that would be unsafe there."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -11,10 +11,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from kassa.config import Settings
 from kassa.db import Database
 
+if TYPE_CHECKING:
+    from kassa.payments.providers.registry import Providers
+
 
 def get_database(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
+
+
+def get_providers(request: Request) -> Providers:
+    providers: Providers = request.app.state.providers
+    return providers
 
 
 def get_settings_dep(request: Request) -> Settings:

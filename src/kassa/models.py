@@ -8,7 +8,14 @@ from kassa.db import Base
 from kassa.inventory.models import Hold, HoldLine, StockLevel, StockMovement
 from kassa.ops.models import IdempotencyRecord, JobRun
 from kassa.orders.models import Order, OrderEvent, OrderLine, OrderReturn
-from kassa.payments.models import OutboxMessage, Payment, Refund, WebhookEvent, WebhookReceipt
+from kassa.outbox.models import OutboxMessage
+from kassa.payments.models import (
+    Payment,
+    Refund,
+    SandboxCharge,
+    WebhookEvent,
+    WebhookReceipt,
+)
 
 __all__ = [
     "Base",
@@ -29,6 +36,7 @@ __all__ = [
     "Payment",
     "Product",
     "Refund",
+    "SandboxCharge",
     "ShippingRate",
     "StockLevel",
     "StockMovement",

@@ -33,7 +33,7 @@ async def test_buy_pay_cancel_refund(client, admin, make_product) -> None:
     response = await pay(client, payment["id"])
     assert response.status_code == 202, response.text
     polled = (await client.get(f"/v1/payments/{payment['id']}", headers=access)).json()
-    assert polled["status"] == "pending"  # the webhook has not arrived yet
+    assert polled["status"] == "processing"  # the webhook has not arrived yet
 
     assert await deliver(client, admin.headers) == 1
     polled = (await client.get(f"/v1/payments/{payment['id']}", headers=access)).json()

@@ -1,7 +1,10 @@
 """The query budget: SQL statements to create a checkout and to complete it from the webhook.
 
 Saleor's checkout completion issues about 230 queries. Kassa's budget (docs/architecture.md):
-create + complete <= 25 statements on either database, for a two-line cart with a coupon.
+create + complete <= 29 statements on either database, for a two-line cart with a coupon. (It
+was 25 while the provider was called inside the checkout's transaction; asking the provider with
+no lock held costs one short transaction more: BEGIN, read the payment, store the provider's
+answer, record the phase's timing.)
 Counted with SQLAlchemy's `before_cursor_execute` hook on the app's engine, so every statement
 the request sends is counted (SQLite's `BEGIN IMMEDIATE` included; COMMIT is not a statement).
 """
@@ -18,7 +21,7 @@ from kassa.db import Database
 from kassa.payments.providers import sandbox
 from tests.checkout.flow import cart_with, open_shop, pay, start_checkout
 
-BUDGET = 25
+BUDGET = 29
 
 
 @contextmanager

@@ -7,8 +7,8 @@ from datetime import timedelta
 
 from kassa import clock
 from kassa.inventory import holds
-from kassa.inventory.sweeper import run_sweep
 from kassa.ops import jobs
+from kassa.ops.sweeper import run_sweep
 
 
 async def test_sweep_expires_only_due_holds(db, settings, make_product) -> None:
@@ -31,7 +31,7 @@ async def test_sweep_expires_only_due_holds(db, settings, make_product) -> None:
 
 
 async def test_sweep_works_in_batches(db, settings, make_product, monkeypatch) -> None:
-    from kassa.inventory import sweeper
+    from kassa.ops import sweeper
 
     await make_product(("A", 100))
     for _ in range(7):

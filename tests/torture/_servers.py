@@ -31,7 +31,8 @@ from kassa.inventory.holds import hold_lines, holds
 from kassa.inventory.ledger import movements
 from kassa.inventory.service import stock
 from kassa.orders.models import Order
-from kassa.payments.models import OutboxMessage, Payment, Refund
+from kassa.outbox.models import OutboxMessage
+from kassa.payments.models import Payment, Refund
 from tests.checkout.flow import ADDRESS, GOOD_CARD
 from tests.conftest import POSTGRES_URL, SECRET, _admin_execute, _unreachable
 from tests.test_config_and_cli import kassa_env

@@ -17,7 +17,7 @@ from typing import Any
 
 from kassa.config import Settings
 from kassa.db import Database
-from kassa.inventory.sweeper import run_sweep
+from kassa.ops.sweeper import run_sweep
 from tests.torture._engine import RetryCounter, fast_deadlock_detection, wait_for_start, warm_up
 
 

@@ -28,7 +28,7 @@ from kassa.inventory.holds import (
     normalize_lines,
 )
 from kassa.inventory.ledger import movements
-from kassa.inventory.sweeper import run_sweep
+from kassa.ops.sweeper import run_sweep
 from tests.torture._engine import RetryCounter, describe, fast_deadlock_detection, warm_up
 from tests.torture._support import (
     Worker,

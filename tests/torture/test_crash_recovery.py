@@ -14,7 +14,7 @@ in the ledger) or available again; nothing is reserved; no hold is active for a 
 not open; every paid payment has its order or is refunded in full; the ledger replays to the
 stock levels and never went below zero.
 
-The outbox messages the killed process had claimed stay leased for `kassa.payments.outbox.LEASE`
+The outbox messages the killed process had claimed stay leased for `kassa.outbox.service.LEASE`
 (60 s) before anyone delivers them again. Rather than wait a minute, the test moves the due time
 of those leases to now (what the passing of the lease would do), has the outbox drained, and
 checks the books again: every payment whose pay request was answered 202 is then settled.
@@ -35,7 +35,7 @@ from sqlalchemy import func, select, update
 
 from kassa.db import Database
 from kassa.inventory.holds import holds
-from kassa.payments.models import OutboxMessage
+from kassa.outbox.models import OutboxMessage
 from tests.torture._servers import (
     PAID,
     Buyer,

@@ -24,7 +24,7 @@ from kassa.inventory.holds import (
     hold_stock,
     release_hold,
 )
-from kassa.inventory.sweeper import run_sweep
+from kassa.ops.sweeper import run_sweep
 from tests.torture._engine import RetryCounter, describe, fast_deadlock_detection, warm_up
 from tests.torture._support import (
     Worker,

@@ -29,7 +29,7 @@ from kassa.inventory.holds import (
     release_hold,
 )
 from kassa.inventory.service import StockBelowReserved, adjust_stock
-from kassa.inventory.sweeper import run_sweep
+from kassa.ops.sweeper import run_sweep
 from tests.torture._support import (
     hold_table,
     movement_rows,

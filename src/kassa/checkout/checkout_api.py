@@ -1,4 +1,4 @@
-"""Checkout endpoints: start (validate, re-price, hold, create the payment), read, cancel.
+"""Checkout endpoints: start (hold, then ask the provider outside any lock), read, cancel.
 
 Starting a checkout runs its own transaction rather than the request's: when it fails, the
 rollback comes first and the failed phases are recorded after it (a transaction of their own),
@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import Annotated
+import time
+from typing import Annotated, Any
 
+import structlog
 from fastapi import APIRouter, Path, Request
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,14 +20,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from kassa import clock
 from kassa.carts import service as carts
 from kassa.carts.deps import Access
-from kassa.checkout import service
+from kassa.carts.service import CartAccess
+from kassa.checkout import phases, service
 from kassa.checkout.phases import PhaseLog
 from kassa.checkout.schemas import CheckoutCreate, CheckoutOut
+from kassa.config import Settings
 from kassa.db import Database, is_transient
-from kassa.deps import AppSettings, ReadSession, WriteSession, get_database
+from kassa.deps import AppSettings, ReadSession, WriteSession, get_database, get_providers
 from kassa.errors import KassaError
 from kassa.orders import service as orders
+from kassa.payments.service import PaymentView
 
+log = structlog.get_logger("kassa.checkout")
 router = APIRouter(prefix="/v1/checkouts", tags=["checkout"])
 
 CheckoutId = Annotated[str, Path(max_length=64)]
@@ -63,7 +69,7 @@ async def checkout_out(session: AsyncSession, made: service.CheckoutView) -> Che
                 "expires_at": made.hold.expires_at,
                 "lines": [{"sku": s, "quantity": q} for s, q in made.hold.lines],
             },
-            "payment": made.payment.__dict__ if made.payment else None,
+            "payment": _payment_for_buyer(made.payment),
             "order_id": order.id if order else None,
             "outcome_reason": checkout.outcome_reason,
             "created_at": checkout.created_at,
@@ -75,32 +81,91 @@ async def checkout_out(session: AsyncSession, made: service.CheckoutView) -> Che
 async def create_checkout(
     body: CheckoutCreate, access: Access, request: Request, settings: AppSettings
 ) -> CheckoutOut:
+    """Three steps, so that no lock is held while the provider works: hold the stock and record
+    the payment as `creating` (one transaction), ask the provider with the payment id as its
+    idempotency key (no transaction), store its answer (a short transaction). A provider that
+    fails or does not answer in KASSA_PROVIDER_TIMEOUT_SECONDS gives 502 provider_unavailable,
+    and the stock comes back at once."""
     db = get_database(request)
+    provider = get_providers(request).get(body.provider)
+    made = await _hold_and_record(db, settings, body, access, provider.name)
+    assert made.payment is not None
+    payment = made.payment
+    started = time.perf_counter()
+    try:
+        created = await asyncio.wait_for(
+            provider.create_payment(
+                payment_id=payment.id,
+                checkout_id=made.checkout.id,
+                amount=payment.amount,
+                currency=payment.currency,
+            ),
+            timeout=settings.provider_timeout_seconds,
+        )
+    except Exception as error:
+        code = "provider_timeout" if isinstance(error, TimeoutError) else "provider_unavailable"
+        # The error's type only: an SDK's error text can carry request details.
+        log.warning(
+            "payment_not_created",
+            provider=provider.name,
+            checkout_id=made.checkout.id,
+            error_type=type(error).__name__,
+        )
+        took = (time.perf_counter() - started) * 1000
+
+        async def give_up(session: AsyncSession) -> None:
+            await service.abandon_start(session, payment.id, code)
+            await phases.record(
+                session, made.checkout.id, "payment", "failed", code=code, duration_ms=took
+            )
+
+        await db.run(give_up)
+        raise service.ProviderUnavailableError(
+            f"the payment provider {provider.name!r} did not answer; nothing is held, "
+            "try again (the same Idempotency-Key is safe)",
+            provider=provider.name,
+        ) from None
+    took = (time.perf_counter() - started) * 1000
+
+    async def store(session: AsyncSession) -> CheckoutOut:
+        stored = await service.payment_created(session, payment.id, created, payment_ms=took)
+        view = service.CheckoutView(made.checkout, made.hold, stored, made.seconds_left)
+        return await checkout_out(session, view)
+
+    return await db.run(store)
+
+
+async def _hold_and_record(
+    db: Database,
+    settings: Settings,
+    body: CheckoutCreate,
+    access: CartAccess,
+    provider_name: str,
+) -> service.CheckoutView:
     address = service.Address(**body.shipping_address.model_dump())
     for attempt in range(1, ATTEMPTS + 1):
-        log = PhaseLog()
+        log_ = PhaseLog()
         try:
             async with db.transaction() as session:
-                made = await service.start_checkout(
+                return await service.start_checkout(
                     session,
                     settings,
-                    log,
+                    log_,
                     access=access,
                     cart_id=body.cart_id,
                     email=str(body.email),
                     address=address,
                     coupon_code=body.coupon_code,
-                    provider_name=body.provider,
+                    provider_name=provider_name,
                 )
-                return await checkout_out(session, made)
         except DBAPIError as error:
             if attempt < ATTEMPTS and is_transient(error):
                 await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
                 continue
-            await _record_failure(db, log, None, body.cart_id)
+            await _record_failure(db, log_, None, body.cart_id)
             raise
         except KassaError as error:
-            await _record_failure(db, log, error, body.cart_id)
+            await _record_failure(db, log_, error, body.cart_id)
             raise
     raise AssertionError("unreachable")
 
@@ -119,6 +184,24 @@ async def _record_failure(
             )
 
     await db.run(write)
+
+
+def _payment_for_buyer(payment: PaymentView | None) -> dict[str, Any] | None:
+    if payment is None:
+        return None
+    fields = {
+        "id": payment.id,
+        "provider": payment.provider,
+        "status": payment.status,
+        "amount": payment.amount,
+        "currency": payment.currency,
+        "client_secret": payment.client_secret,
+        "provider_reference": payment.provider_reference,
+    }
+    for name, value in (payment.client_data or {}).items():
+        if name in ("publishable_key", "key_id", "order_id"):
+            fields[name] = value
+    return fields
 
 
 @router.get("/{checkout_id}", response_model=CheckoutOut)

@@ -1,9 +1,12 @@
 """What a provider's verdict on a checkout's payment does (promise 6: money and stock agree).
 
-Success: exactly one order (the unique checkout_id), the hold committed (ledger entries), the
-cart closed. A success that arrives after the checkout expired holds the stock again if it can;
-if it cannot (or the coupon is used up, or the buyer had cancelled), there is no order and the
-payment is refunded in full through the provider, with the reason recorded on the checkout.
+Success for exactly the amount and currency asked: exactly one order (the unique checkout_id),
+the hold committed (ledger entries), the cart closed. A success that arrives after the checkout
+expired holds the stock again if it can; if it cannot (or the coupon is used up, or the buyer had
+cancelled), there is no order and the payment is refunded in full through the provider, with the
+reason recorded on the checkout (`states.success_means` decides which). A success for another
+amount or currency never completes: the payment is held for review, what was taken is given back,
+the checkout ends and an alert goes out.
 Failure: the checkout stays open for another card (or ends, KASSA_RELEASE_ON_PAYMENT_FAILURE).
 Every path is safe to run twice and in any order with the others: the payment's status machine
 and the checkout's state decide what is left to do. Completing is on the query budget
@@ -15,7 +18,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kassa import clock
@@ -24,36 +27,48 @@ from kassa.checkout import phases, rates
 from kassa.checkout import service as checkouts
 from kassa.checkout.models import Checkout
 from kassa.checkout.pricing import CouponNotApplicable
+from kassa.checkout.states import CHECKOUT, CheckoutState, Success, success_means
 from kassa.config import Settings
 from kassa.errors import Conflict
 from kassa.inventory import holds
+from kassa.inventory.states import HoldState
 from kassa.orders import service as orders
+from kassa.outbox import service as outbox
 from kassa.payments import service as payments
 from kassa.payments.models import Payment
+
+ALERT_KIND = "alert"
 
 
 @dataclass(frozen=True)
 class Completion:
-    """What became of a payment success: an order, a refund, or nothing new (already done)."""
+    """What became of a payment success: an order, a refund, a review, or nothing new."""
 
-    outcome: str  # "order", "refunded", "already_done"
+    outcome: str  # "order", "refunded", "review", "already_done"
     order_id: str | None = None
     reason: str | None = None
 
 
 async def load(
-    session: AsyncSession, provider: str, reference: str
+    session: AsyncSession, provider: str, *, reference: str | None, payment_id: str | None
 ) -> tuple[Payment, Checkout] | None:
-    """The payment with this provider reference and its checkout, both locked, in one read
-    (payment row first: `/pay` takes them in the same order)."""
+    """The payment an event is about (by the provider's reference, or by Kassa's id where the
+    provider echoes it) and its checkout, both locked, in one read."""
+    conditions = []
+    if reference:
+        conditions.append(Payment.provider_reference == reference)
+    if payment_id:
+        conditions.append(Payment.id == payment_id)
+    if not conditions:
+        return None
     query = (
         select(Payment, Checkout)
         .join(Checkout, Checkout.id == Payment.checkout_id)
-        .where(Payment.provider == provider, Payment.provider_reference == reference)
+        .where(Payment.provider == provider, or_(*conditions))
+        .limit(1)
         .execution_options(populate_existing=True)
     )
-    conn = await session.connection()
-    if conn.dialect.name == "postgresql":
+    if (await session.connection()).dialect.name == "postgresql":
         query = query.with_for_update()
     row = (await session.execute(query)).first()
     return None if row is None else (row[0], row[1])
@@ -65,40 +80,56 @@ async def payment_succeeded(
     payment: Payment,
     checkout: Checkout,
     *,
+    amount: int | None,
+    currency: str | None,
     actor: str,
 ) -> Completion:
     started = time.perf_counter()
-    await payments.record_outcome(session, payment, succeeded=True, failure_code=None)
-    if checkout.state == "completed":
-        existing = await orders.order_for_checkout(session, checkout.id)
-        return Completion("already_done", existing.id if existing else None)
-    if payment.refunded_amount > 0:
-        # Refunded already: this checkout's late or cancelled payment was given back.
-        return Completion("already_done", reason=checkout.outcome_reason)
+    verdict = await payments.record_success(session, payment, amount=amount, currency=currency)
+    if verdict is payments.Success.REVIEW:
+        return await _hold_for_review(session, payment, checkout, started)
+    if payment.status == "requires_review":
+        return Completion("already_done", reason=payment.review_reason)
     now = clock.now()
-    if checkout.state == "cancelled":
-        return await _refund_all(session, checkout, payment, "checkout_cancelled", started)
-    late = not (
-        checkout.state == "open"
+    already_refunded = payment.refunded_amount > 0
+    hold_active = (
+        checkout.state == CheckoutState.OPEN
+        and not already_refunded
         and await holds.commit_if_active(session, checkout.hold_id, now=now)
     )
-    if late:
+    means = success_means(
+        checkout.state, hold_active=hold_active, already_refunded=already_refunded
+    )
+    if means is Success.ALREADY_DONE:
+        existing = (
+            await orders.order_for_checkout(session, checkout.id)
+            if checkout.state == CheckoutState.COMPLETED
+            else None
+        )
+        return Completion(
+            "already_done", existing.id if existing else None, reason=checkout.outcome_reason
+        )
+    if means is Success.REFUND_CANCELLED:
+        return await _refund_all(session, checkout, payment, "checkout_cancelled", started)
+    if means is Success.LATE:
         hold = await holds.get_hold(session, checkout.hold_id, now=now)
-        if hold.state != "expired":
+        if hold.state != HoldState.EXPIRED:
             # A checkout's hold is only committed here or released by a cancel (the hold
             # endpoints refuse checkout holds): anything else is a bug to surface, not hide.
             raise Conflict(
                 f"the hold of checkout {checkout.id} is {hold.state}; refusing to complete"
             )
-        if checkout.state == "open" and await checkouts.expire_checkout(session, checkout.id, now):
-            checkout.state = "expired"
+        if checkout.state == CheckoutState.OPEN and await checkouts.expire_checkout(
+            session, checkout.id, now
+        ):
+            checkout.state = CheckoutState.EXPIRED
         why = await _hold_again(session, settings, checkout)
         if why is not None:
             return await _refund_all(session, checkout, payment, why, started)
         await holds.commit_if_active(session, checkout.hold_id, now=now)
         checkout.outcome_reason = "paid after expiry; the stock was held again"
-    checkouts.check_transition(checkout.state, "completed")
-    checkout.state = "completed"
+    CHECKOUT.check(checkout.state, CheckoutState.COMPLETED)
+    checkout.state = CheckoutState.COMPLETED
     checkout.ended_at = now
     checkout.updated_at = now
     checkout.completion_ms = round(_ms(started), 3)
@@ -123,6 +154,42 @@ async def payment_succeeded(
     )
     await carts.unlock(session, checkout.cart_id, checkout.id, close=True)
     return Completion("order", order.id)
+
+
+async def _hold_for_review(
+    session: AsyncSession, payment: Payment, checkout: Checkout, started: float
+) -> Completion:
+    """Another amount or currency was taken: no order; give it back, end the checkout (its
+    stock comes back), and tell the shop."""
+    refund = await payments.give_back_unmatched(session, payment)
+    why = "payment_requires_review"
+    if checkout.state == CheckoutState.OPEN:
+        await checkouts.end_checkout(session, checkout, why)
+    else:
+        checkout.outcome_reason = why
+        checkout.updated_at = clock.now()
+    await phases.record(
+        session,
+        checkout.id,
+        "completion",
+        "failed",
+        code=why,
+        duration_ms=_ms(started),
+        detail={"reason": payment.review_reason, "refund_id": refund.id if refund else None},
+    )
+    await outbox.enqueue(
+        session,
+        ALERT_KIND,
+        {
+            "type": "payment.requires_review",
+            "payment_id": payment.id,
+            "checkout_id": checkout.id,
+            "reason": payment.review_reason,
+            "refund_id": refund.id if refund else None,
+        },
+    )
+    await session.flush()
+    return Completion("review", reason=payment.review_reason)
 
 
 async def _hold_again(session: AsyncSession, settings: Settings, checkout: Checkout) -> str | None:
@@ -182,9 +249,7 @@ async def payment_failed(
     failure_code: str | None,
 ) -> bool:
     """Returns False when the verdict changes nothing (e.g. it came after the success)."""
-    if not await payments.record_outcome(
-        session, payment, succeeded=False, failure_code=failure_code
-    ):
+    if not await payments.record_failure(session, payment, failure_code):
         return False
     await phases.record(session, checkout.id, "payment", "failed", code=failure_code or "failed")
     await checkouts.payment_came_back_failed(session, settings, checkout)

@@ -106,11 +106,19 @@ class CheckoutHoldOut(BaseModel):
 
 
 class CheckoutPaymentOut(BaseModel):
+    """What the buyer's browser needs to pay: for Stripe `client_secret` and `publishable_key`,
+    for Razorpay `key_id`, `order_id`, `amount` and `currency` (Checkout.js)."""
+
     id: str
     provider: str
     status: str
+    amount: int
+    currency: str
     client_secret: str | None = None
-    provider_reference: str
+    provider_reference: str | None
+    publishable_key: str | None = None
+    key_id: str | None = None
+    order_id: str | None = None
 
 
 class CheckoutOut(BaseModel):

@@ -26,12 +26,13 @@ from kassa.catalog.models import Product, Variant
 from kassa.checkout import pricing, rates
 from kassa.checkout.models import Checkout, ShippingRate, TaxRate
 from kassa.checkout.phases import PhaseLog
+from kassa.checkout.states import CHECKOUT, CheckoutState
 from kassa.config import Settings
-from kassa.errors import Conflict, InvalidInput, InvalidTransition, KassaError, NotFound
+from kassa.errors import Conflict, InvalidInput, KassaError, NotFound
 from kassa.ids import new_id
 from kassa.inventory import holds
 from kassa.payments import service as payments
-from kassa.payments.providers.registry import get_provider
+from kassa.payments.providers.base import CreatedPayment
 
 
 class CheckoutNotFound(NotFound):
@@ -58,21 +59,8 @@ class EmptyCart(KassaError):
     status, code, title = 422, "validation_error", "The cart is empty"
 
 
-# The checkout state machine. A checkout that expired may still complete: its payment arrived
-# late and the stock could be held again (see completion.py).
-CHECKOUT_TRANSITIONS: dict[str, frozenset[str]] = {
-    "open": frozenset({"completed", "cancelled", "expired"}),
-    "expired": frozenset({"completed"}),
-    "completed": frozenset(),
-    "cancelled": frozenset(),
-}
-
-
-def check_transition(current: str, target: str) -> None:
-    if target not in CHECKOUT_TRANSITIONS[current]:
-        raise InvalidTransition(
-            f"a {current} checkout cannot become {target}", from_state=current, to_state=target
-        )
+class ProviderUnavailableError(KassaError):
+    status, code, title = 502, "provider_unavailable", "The payment provider did not answer"
 
 
 @dataclass(frozen=True)
@@ -184,9 +172,11 @@ async def start_checkout(
     email: str,
     address: Address,
     coupon_code: str | None,
-    provider_name: str | None,
+    provider_name: str,
 ) -> CheckoutView:
-    """Validate, re-price, hold every line, create the payment; all in the caller's transaction.
+    """Validate, re-price, hold every line and record the payment as `creating`; all in the
+    caller's transaction, which holds the cart, coupon and stock locks. The provider is asked
+    only after it commits (`payment_created` / `abandon_start` store its answer).
 
     Raises (and the caller's rollback undoes everything): CheckoutActive, PriceChanged with
     the lines, InsufficientStock, CouponNotApplicable, NotShippable, EmptyCart, NotForSale.
@@ -197,7 +187,6 @@ async def start_checkout(
     ttl = min(settings.hold_ttl_seconds, settings.hold_max_ttl_seconds)
     expires_at = now + timedelta(seconds=ttl)
     with log.phase("validation"):
-        provider = get_provider(settings, provider_name)
         cart = await carts.lock_for_checkout(
             session, cart_id, access, checkout_id=checkout_id, until=expires_at
         )
@@ -261,14 +250,12 @@ async def start_checkout(
         }
         for ln in totals.lines
     ]
-    with log.phase("payment"):
-        payment = await payments.create_payment(
-            session,
-            provider,
-            checkout_id=checkout_id,
-            amount=totals.total_amount,
-            currency=cart.currency,
-        )
+    payment = payments.new_payment(
+        checkout_id=checkout_id,
+        provider=provider_name,
+        amount=totals.total_amount,
+        currency=cart.currency,
+    )
     timings = log.timings()
     checkout = Checkout(
         id=checkout_id,
@@ -279,7 +266,7 @@ async def start_checkout(
         or (
             access.principal.user_id if access.principal and not access.principal.is_admin else None
         ),
-        state="open",
+        state=CheckoutState.OPEN,
         email=email,
         shipping_address=_address_dict(address),
         coupon_code=coupon.code if coupon else None,
@@ -297,7 +284,6 @@ async def start_checkout(
         validation_ms=timings.get("validation"),
         pricing_ms=timings.get("pricing"),
         hold_ms=timings.get("hold"),
-        payment_ms=timings.get("payment"),
         created_at=now,
         updated_at=now,
     )
@@ -315,7 +301,9 @@ def _address_dict(address: Address) -> dict[str, Any]:
 async def _expire_open_checkouts_of(session: AsyncSession, cart_id: str, now: datetime) -> None:
     result = await session.execute(
         select(Checkout.id).where(
-            Checkout.cart_id == cart_id, Checkout.state == "open", Checkout.expires_at <= now
+            Checkout.cart_id == cart_id,
+            Checkout.state == CheckoutState.OPEN,
+            Checkout.expires_at <= now,
         )
     )
     for (checkout_id,) in result.all():
@@ -325,10 +313,15 @@ async def _expire_open_checkouts_of(session: AsyncSession, cart_id: str, now: da
 async def expire_checkout(session: AsyncSession, checkout_id: str, now: datetime) -> bool:
     """Mark a due open checkout expired and give its coupon use back. Exactly once: the
     conditional UPDATE decides among racing sweepers. The hold expires on its own."""
+    CHECKOUT.check(CheckoutState.OPEN, CheckoutState.EXPIRED)
     result = await session.execute(
         update(Checkout)
-        .where(Checkout.id == checkout_id, Checkout.state == "open", Checkout.expires_at <= now)
-        .values(state="expired", ended_at=now, updated_at=now)
+        .where(
+            Checkout.id == checkout_id,
+            Checkout.state == CheckoutState.OPEN,
+            Checkout.expires_at <= now,
+        )
+        .values(state=CheckoutState.EXPIRED, ended_at=now, updated_at=now)
         .returning(Checkout.coupon_code)
         .execution_options(synchronize_session=False)
     )
@@ -342,9 +335,10 @@ async def expire_checkout(session: AsyncSession, checkout_id: str, now: datetime
 
 async def expire_due_checkouts(session: AsyncSession, *, now: datetime, limit: int) -> int:
     """One sweeper batch: expire up to `limit` due open checkouts (SKIP LOCKED on PostgreSQL)."""
+    CHECKOUT.check(CheckoutState.OPEN, CheckoutState.EXPIRED)
     query = (
         select(Checkout.id)
-        .where(Checkout.state == "open", Checkout.expires_at <= now)
+        .where(Checkout.state == CheckoutState.OPEN, Checkout.expires_at <= now)
         .order_by(Checkout.expires_at)
         .limit(limit)
     )
@@ -356,8 +350,10 @@ async def expire_due_checkouts(session: AsyncSession, *, now: datetime, limit: i
         return 0
     result = await session.execute(
         update(Checkout)
-        .where(Checkout.id.in_(due), Checkout.state == "open", Checkout.expires_at <= now)
-        .values(state="expired", ended_at=now, updated_at=now)
+        .where(
+            Checkout.id.in_(due), Checkout.state == CheckoutState.OPEN, Checkout.expires_at <= now
+        )
+        .values(state=CheckoutState.EXPIRED, ended_at=now, updated_at=now)
         .returning(Checkout.coupon_code)
         .execution_options(synchronize_session=False)
     )
@@ -392,14 +388,16 @@ async def view(session: AsyncSession, checkout: Checkout) -> CheckoutView:
         else None
     )
     left = (
-        max(0, int((checkout.expires_at - now).total_seconds())) if checkout.state == "open" else 0
+        max(0, int((checkout.expires_at - now).total_seconds()))
+        if checkout.state == CheckoutState.OPEN
+        else 0
     )
     return CheckoutView(checkout, hold, payment, left)
 
 
 def effective_state(checkout: Checkout, now: datetime) -> str:
-    if checkout.state == "open" and checkout.expires_at <= now:
-        return "expired"
+    if checkout.state == CheckoutState.OPEN and checkout.expires_at <= now:
+        return CheckoutState.EXPIRED
     return checkout.state
 
 
@@ -421,37 +419,66 @@ async def cancel_checkout(session: AsyncSession, checkout_id: str) -> Checkout:
     """Release every hold now; 409 once completed. Cancelling twice is not an error."""
     checkout = await lock_checkout(session, checkout_id)
     now = clock.now()
-    if checkout.state == "cancelled":
-        return checkout
-    if checkout.state == "open" and checkout.expires_at <= now:
+    if checkout.state == CheckoutState.OPEN and checkout.expires_at <= now:
         await expire_checkout(session, checkout.id, now)
         await session.refresh(checkout)
-    if checkout.state == "expired":
+    if checkout.state == CheckoutState.EXPIRED:
         raise CheckoutExpired(f"checkout {checkout.id} has expired; its stock is already back")
-    check_transition(checkout.state, "cancelled")
-    await _cancel(session, checkout, now, "cancelled by the buyer")
-    await session.flush()
+    if CHECKOUT.plan(checkout.state, CheckoutState.CANCELLED):
+        await end_checkout(session, checkout, "cancelled by the buyer")
     return checkout
 
 
-async def _cancel(session: AsyncSession, checkout: Checkout, now: datetime, why: str) -> None:
-    checkout.state = "cancelled"
+async def end_checkout(session: AsyncSession, checkout: Checkout, why: str) -> None:
+    """Cancel an open checkout: its coupon use, its stock and its cart come back now."""
+    CHECKOUT.check(checkout.state, CheckoutState.CANCELLED)
+    now = clock.now()
+    checkout.state = CheckoutState.CANCELLED
     checkout.ended_at = now
     checkout.updated_at = now
-    checkout.outcome_reason = why
+    checkout.outcome_reason = why[:255]
     # The coupon row before hold and stock rows: the order a new checkout takes them in.
     if checkout.coupon_code:
         await rates.release_coupon(session, checkout.coupon_code)
     await holds.release_hold(session, checkout.hold_id)
     await carts.unlock(session, checkout.cart_id, checkout.id)
+    await session.flush()
+
+
+async def payment_created(
+    session: AsyncSession, payment_id: str, created: CreatedPayment, *, payment_ms: float
+) -> payments.PaymentView:
+    """Step three of a start: store the provider's answer (a short transaction of its own,
+    which locks only the payment row)."""
+    payment = await payments.get_payment(session, payment_id, lock=True)
+    await payments.store_created(session, payment, created)
+    await session.execute(
+        update(Checkout)
+        .where(Checkout.id == payment.checkout_id)
+        .values(payment_ms=round(payment_ms, 3))
+        .execution_options(synchronize_session=False)
+    )
+    return payments.payment_view(payment)
+
+
+async def abandon_start(session: AsyncSession, payment_id: str, code: str) -> bool:
+    """The provider never answered "create": the payment fails and the checkout ends, so its
+    stock comes back now. False if the payment had moved on already (nothing to do)."""
+    payment = await payments.get_payment(session, payment_id, lock=True)
+    checkout = await lock_checkout(session, payment.checkout_id)
+    if not await payments.creation_failed(session, payment, code):
+        return False
+    if checkout.state == CheckoutState.OPEN:
+        await end_checkout(session, checkout, f"payment not created: {code}")
+    return True
 
 
 async def payment_processing(session: AsyncSession, settings: Settings, checkout: Checkout) -> None:
     """The buyer paid at the provider: keep the stock (up to the maximum TTL) while it works."""
     now = clock.now()
-    if effective_state(checkout, now) == "expired":
+    if effective_state(checkout, now) == CheckoutState.EXPIRED:
         raise CheckoutExpired(f"checkout {checkout.id} has expired; start a new one")
-    if checkout.state != "open":
+    if checkout.state != CheckoutState.OPEN:
         raise Conflict(f"checkout {checkout.id} is {checkout.state}")
     hold = await holds.get_hold(session, checkout.hold_id, now=now)
     longest = hold.created_at + timedelta(seconds=settings.hold_max_ttl_seconds)
@@ -465,10 +492,10 @@ async def payment_came_back_failed(
     """A failed payment: the checkout stays open for another card, back on its normal time
     (plus a little to type the card in), or ends at once if so configured."""
     now = clock.now()
-    if checkout.state != "open":
+    if checkout.state != CheckoutState.OPEN:
         return
     if settings.release_on_payment_failure:
-        await _cancel(session, checkout, now, "payment failed (KASSA_RELEASE_ON_PAYMENT_FAILURE)")
+        await end_checkout(session, checkout, "payment failed (KASSA_RELEASE_ON_PAYMENT_FAILURE)")
         return
     hold = await holds.get_hold(session, checkout.hold_id, now=now)
     usual = hold.created_at + timedelta(seconds=settings.hold_ttl_seconds)

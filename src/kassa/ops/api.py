@@ -11,12 +11,12 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from kassa.auth.deps import AdminPrincipal
+from kassa.checkout import recovery
 from kassa.db import Database
 from kassa.deps import AppSettings, ReadSession
 from kassa.errors import problem
-from kassa.inventory import sweeper
 from kassa.ops import stats as ops_stats
-from kassa.payments.outbox import drain_all
+from kassa.ops import sweeper
 
 router = APIRouter(tags=["operations"])
 
@@ -75,14 +75,31 @@ async def readyz(request: Request, settings: AppSettings) -> dict[str, Any] | JS
 async def run_sweep_now(
     request: Request, _admin: AdminPrincipal, settings: AppSettings
 ) -> dict[str, int]:
-    result = await sweeper.run_sweep(request.app.state.db, settings)
+    result = await sweeper.run_sweep(
+        request.app.state.db, settings, request.app.state.sweep_payments
+    )
+    return asdict(result)
+
+
+@router.post("/v1/admin/jobs/reconcile")
+async def run_reconcile_now(
+    request: Request, _admin: AdminPrincipal, settings: AppSettings
+) -> dict[str, int]:
+    """Ask the providers about every payment still pending after KASSA_RECONCILE_AFTER_SECONDS
+    and apply what they say exactly as a webhook would."""
+    result = await recovery.reconcile(
+        request.app.state.db,
+        request.app.state.events,
+        request.app.state.providers,
+        settings,
+    )
     return asdict(result)
 
 
 @router.post("/v1/admin/jobs/outbox")
 async def run_outbox_now(request: Request, _admin: AdminPrincipal) -> dict[str, int]:
     """Deliver every outbox message that is due now (webhooks, provider refunds)."""
-    attempted = await drain_all(request.app.state.outbox)
+    attempted = await request.app.state.outbox.drain_all()
     return {"attempted": attempted}
 
 

@@ -550,3 +550,30 @@ async def returns_of(session: AsyncSession, order_id: str) -> list[OrderReturn]:
         select(OrderReturn).where(OrderReturn.order_id == order_id).order_by(OrderReturn.id)
     )
     return list(result.scalars())
+
+
+async def refund_failed(session: AsyncSession, refund: Refund) -> None:
+    """The provider refused one of this order's refunds: it never counts as refunded."""
+    order = await get_order(session, str(refund.order_id))
+    result = await session.execute(
+        update(Order)
+        .where(Order.id == order.id, Order.refunded_amount >= refund.amount)
+        .values(refunded_amount=Order.refunded_amount - refund.amount, updated_at=clock.now())
+        .returning(Order.refunded_amount)
+        .execution_options(synchronize_session=False)
+    )
+    row = result.first()
+    if row is None:
+        raise Conflict(f"order {order.id} does not count refund {refund.id}")
+    order.refunded_amount = int(row[0])
+    target = order_payment_status(order.total_amount, order.refunded_amount)
+    ORDER_PAYMENT.check(order.payment_status, target)
+    order.payment_status = target
+    _event(
+        session,
+        order,
+        "refund_failed",
+        "provider",
+        data={"refund_id": refund.id, "amount": refund.amount, "failure_code": refund.failure_code},
+    )
+    await session.flush()

@@ -11,14 +11,24 @@ from kassa.fields import Input
 
 class PaymentOut(BaseModel):
     id: str
-    status: Literal["pending", "succeeded", "failed", "refunded", "partially_refunded"]
+    status: Literal[
+        "creating",
+        "pending",
+        "processing",
+        "succeeded",
+        "failed",
+        "requires_review",
+        "refunded",
+        "partially_refunded",
+    ]
     amount: int
     refunded_amount: int
     currency: str
     provider: str
-    provider_reference: str
+    provider_reference: str | None
     checkout_id: str
     failure_code: str | None = None
+    review_reason: str | None = None
 
 
 class CardIn(Input):
@@ -27,10 +37,10 @@ class CardIn(Input):
 
 class SandboxPayOut(BaseModel):
     payment_id: str
-    status: Literal["pending"]
+    status: Literal["processing"]
     detail: str
 
 
 class WebhookAck(BaseModel):
     received: bool
-    outcome: Literal["processed", "duplicate", "ignored"]
+    outcome: Literal["processed", "duplicate", "ignored", "deferred"]

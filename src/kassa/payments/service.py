@@ -1,24 +1,41 @@
-"""Payment and refund records: create, the payment status machine, refunds within what was paid.
+"""Payment and refund records: every status change through its table, refunds within what was
+paid, a success checked against what was asked.
 
 `create_refund` counts the refund against the payment in one conditional UPDATE (and a CHECK), so
 concurrent refunds can never add up to more than was paid (promise 6). The provider is asked to
-refund through the outbox, after the commit (promise 7).
+refund through the outbox, after the commit (promise 7); a refund it refuses is given back.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kassa import clock
-from kassa.errors import Conflict, InvalidInput, InvalidTransition, NotFound
+from kassa.errors import Conflict, InvalidInput, NotFound
 from kassa.ids import new_id
-from kassa.payments import outbox
+from kassa.outbox import service as outbox
 from kassa.payments.models import Payment, Refund
-from kassa.payments.providers.base import PaymentProvider
+from kassa.payments.providers.base import CreatedPayment
+from kassa.payments.states import (
+    PAID,
+    PAYMENT,
+    REFUND,
+    PaymentStatus,
+    RefundStatus,
+    refunded_status,
+)
+
+REFUND_KIND = "payments.refund"
+# Reconcile stops asking about a payment this long after it was made (providers give up
+# retrying their webhooks after about three days; a buyer who never paid never will).
+RECONCILE_WINDOW = timedelta(days=3)
 
 
 class PaymentNotFound(NotFound):
@@ -27,23 +44,6 @@ class PaymentNotFound(NotFound):
 
 class PaymentNotPayable(Conflict):
     title = "The payment cannot be paid now"
-
-
-# The payment status machine. Asking for the status a payment is already in changes nothing.
-# A failed payment may be tried again (pending) or succeed; once it succeeded, a late
-# `payment.failed` is ignored rather than an error (events arrive in any order).
-PAYMENT_TRANSITIONS: dict[str, frozenset[str]] = {
-    "pending": frozenset({"succeeded", "failed"}),
-    "failed": frozenset({"pending", "succeeded"}),
-    "succeeded": frozenset({"partially_refunded", "refunded"}),
-    "partially_refunded": frozenset({"refunded"}),
-    "refunded": frozenset(),
-}
-PAID = frozenset({"succeeded", "partially_refunded", "refunded"})
-
-
-def payment_may_become(current: str, target: str) -> bool:
-    return target == current or target in PAYMENT_TRANSITIONS[current]
 
 
 @dataclass(frozen=True)
@@ -55,9 +55,10 @@ class PaymentView:
     refunded_amount: int
     currency: str
     provider: str
-    provider_reference: str
+    provider_reference: str | None
     client_secret: str | None
     failure_code: str | None
+    client_data: Mapping[str, Any] | None = None
 
 
 def payment_view(payment: Payment) -> PaymentView:
@@ -72,41 +73,32 @@ def payment_view(payment: Payment) -> PaymentView:
         provider_reference=payment.provider_reference,
         client_secret=payment.client_secret,
         failure_code=payment.failure_code,
+        client_data=payment.client_data,
     )
 
 
-async def create_payment(
-    session: AsyncSession,
-    provider: PaymentProvider,
-    *,
-    checkout_id: str,
-    amount: int,
-    currency: str,
-) -> Payment:
-    payment_id = new_id("pay")
-    created = await provider.create_payment(
-        payment_id=payment_id, amount=amount, currency=currency, reference=checkout_id
-    )
+def new_payment(*, checkout_id: str, provider: str, amount: int, currency: str) -> Payment:
+    """A payment in `creating`: recorded before the provider is asked (the caller adds it once
+    the checkout row it refers to is in)."""
     now = clock.now()
-    payment = Payment(
-        id=payment_id,
+    return Payment(
+        id=new_id("pay"),
         checkout_id=checkout_id,
-        provider=provider.name,
-        provider_reference=created.provider_reference,
-        client_secret=created.client_secret,
-        status="pending",
+        provider=provider,
+        provider_reference=None,
+        status=PaymentStatus.CREATING,
         amount=amount,
         refunded_amount=0,
         currency=currency,
         created_at=now,
         updated_at=now,
     )
-    # Not added to the session: the caller adds it once the checkout row it refers to is in.
-    return payment
 
 
 async def get_payment(session: AsyncSession, payment_id: str, *, lock: bool = False) -> Payment:
-    query = select(Payment).where(Payment.id == payment_id)
+    query = (
+        select(Payment).where(Payment.id == payment_id).execution_options(populate_existing=True)
+    )
     if lock and (await session.connection()).dialect.name == "postgresql":
         query = query.with_for_update()
     payment = await session.scalar(query)
@@ -115,39 +107,131 @@ async def get_payment(session: AsyncSession, payment_id: str, *, lock: bool = Fa
     return payment
 
 
+async def store_created(session: AsyncSession, payment: Payment, created: CreatedPayment) -> None:
+    """The provider's answer to "create": its reference and what the buyer's browser needs.
+    A payment that already moved on (failed by the sweeper meanwhile) keeps its status but
+    learns its reference, so that the provider's events still find it."""
+    now = clock.now()
+    if payment.provider_reference is None:
+        payment.provider_reference = created.provider_reference
+    payment.client_secret = created.client_secret
+    payment.client_data = dict(created.client_data) or None
+    payment.updated_at = now
+    if payment.status == PaymentStatus.CREATING:
+        PAYMENT.check(payment.status, PaymentStatus.PENDING)
+        payment.status = PaymentStatus.PENDING
+    await session.flush()
+
+
+async def creation_failed(session: AsyncSession, payment: Payment, code: str) -> bool:
+    """The provider never answered "create": the payment fails. False if it had moved on."""
+    if payment.status != PaymentStatus.CREATING:
+        return False
+    PAYMENT.check(payment.status, PaymentStatus.FAILED)
+    payment.status = PaymentStatus.FAILED
+    payment.failure_code = code
+    payment.updated_at = clock.now()
+    await session.flush()
+    return True
+
+
+async def stuck_in_creating(
+    session: AsyncSession, *, older_than: datetime, limit: int
+) -> list[str]:
+    """Payments whose start was interrupted (a process died between recording the payment and
+    storing the provider's answer)."""
+    result = await session.execute(
+        select(Payment.id)
+        .where(Payment.status == PaymentStatus.CREATING, Payment.created_at <= older_than)
+        .order_by(Payment.created_at)
+        .limit(limit)
+    )
+    return [row[0] for row in result]
+
+
 async def start_processing(session: AsyncSession, payment: Payment) -> None:
-    """The buyer submitted payment details: pending again (a retry after a failure)."""
-    if payment.status not in ("pending", "failed"):
+    """The buyer submitted payment details: the provider is working on it."""
+    if payment.provider_reference is None or not PAYMENT.allows(
+        payment.status, PaymentStatus.PROCESSING
+    ):
         raise PaymentNotPayable(f"payment {payment.id} is {payment.status}")
     now = clock.now()
-    payment.status = "pending"
+    payment.status = PaymentStatus.PROCESSING
     payment.failure_code = None
     payment.processing_since = now
     payment.updated_at = now
     await session.flush()
 
 
-async def record_outcome(
-    session: AsyncSession, payment: Payment, *, succeeded: bool, failure_code: str | None
-) -> bool:
-    """Apply a provider's verdict; returns False if it changes nothing (a success that was
-    already known, or a failure reported after the success)."""
-    target = "succeeded" if succeeded else "failed"
-    if payment.status in PAID:
+class Success(StrEnum):
+    NEW = "new"  # the payment succeeded just now
+    ALREADY = "already"  # known already: nothing changes
+    REVIEW = "review"  # another amount or currency was taken: held for review
+
+
+def success_matches(payment: Payment, amount: int | None, currency: str | None) -> bool:
+    """A success completes a purchase only for exactly the amount and currency asked for."""
+    return (
+        amount is not None
+        and currency is not None
+        and amount == payment.amount
+        and currency.lower() == payment.currency.lower()
+    )
+
+
+async def record_success(
+    session: AsyncSession, payment: Payment, *, amount: int | None, currency: str | None
+) -> Success:
+    if not PAYMENT.plan(payment.status, PaymentStatus.SUCCEEDED):
+        return Success.ALREADY
+    if not success_matches(payment, amount, currency):
+        PAYMENT.check(payment.status, PaymentStatus.REQUIRES_REVIEW)
+        payment.status = PaymentStatus.REQUIRES_REVIEW
+        payment.received_amount = amount
+        payment.received_currency = currency.lower()[:3] if currency else None
+        payment.review_reason = (
+            f"the provider reported {amount} {currency} for a payment of "
+            f"{payment.amount} {payment.currency}"
+        )[:255]
+        payment.updated_at = clock.now()
+        await session.flush()
+        return Success.REVIEW
+    payment.status = PaymentStatus.SUCCEEDED
+    payment.failure_code = None
+    payment.updated_at = clock.now()
+    await session.flush()
+    return Success.NEW
+
+
+async def record_failure(session: AsyncSession, payment: Payment, failure_code: str | None) -> bool:
+    """Returns False when the verdict changes nothing (already failed, or after the success)."""
+    if not PAYMENT.plan(payment.status, PaymentStatus.FAILED):
         return False
-    if not payment_may_become(payment.status, target):
-        raise InvalidTransition(
-            f"a {payment.status} payment cannot become {target}",
-            from_state=payment.status,
-            to_state=target,
-        )
-    if payment.status == target:
-        return False
-    payment.status = target
-    payment.failure_code = failure_code
+    payment.status = PaymentStatus.FAILED
+    payment.failure_code = (failure_code or "failed")[:64]
     payment.updated_at = clock.now()
     await session.flush()
     return True
+
+
+async def pending_at_provider(
+    session: AsyncSession, *, older_than: datetime, limit: int
+) -> list[Payment]:
+    """Payments the provider has, with no verdict and untouched since `older_than`, made in
+    the last RECONCILE_WINDOW (reconcile; it touches what it asked about, so each payment is
+    asked at most once per interval)."""
+    result = await session.execute(
+        select(Payment)
+        .where(
+            Payment.status.in_([PaymentStatus.PENDING, PaymentStatus.PROCESSING]),
+            Payment.provider_reference.is_not(None),
+            Payment.updated_at <= older_than,
+            Payment.created_at >= clock.now() - RECONCILE_WINDOW,
+        )
+        .order_by(Payment.created_at)
+        .limit(limit)
+    )
+    return list(result.scalars())
 
 
 async def create_refund(
@@ -176,25 +260,81 @@ async def create_refund(
         left = payment.amount - payment.refunded_amount
         raise InvalidInput("amount", f"at most {left} of this payment can still be refunded")
     refunded, paid = row
+    target = refunded_status(paid, refunded)
+    PAYMENT.check(payment.status, target)
     payment.refunded_amount = refunded
-    payment.status = "refunded" if refunded == paid else "partially_refunded"
+    payment.status = target
+    return await _new_refund(
+        session, payment, amount=amount, reason=reason, order_id=order_id, counted=True
+    )
+
+
+async def give_back_unmatched(session: AsyncSession, payment: Payment) -> Refund | None:
+    """Refund what a payment under review took (another amount or currency than asked). Not
+    counted against the payment: that money never counted as paid."""
+    if payment.status != PaymentStatus.REQUIRES_REVIEW or not payment.received_amount:
+        return None
+    if payment.received_amount <= 0:
+        return None
+    return await _new_refund(
+        session,
+        payment,
+        amount=payment.received_amount,
+        currency=payment.received_currency,
+        reason="payment_requires_review: amount or currency differs",
+        order_id=None,
+        counted=False,
+    )
+
+
+async def _new_refund(
+    session: AsyncSession,
+    payment: Payment,
+    *,
+    amount: int,
+    reason: str,
+    order_id: str | None,
+    counted: bool,
+    currency: str | None = None,
+) -> Refund:
     refund = Refund(
         id=new_id("ref"),
         payment_id=payment.id,
         order_id=order_id,
         amount=amount,
+        currency=currency,
+        counted=counted,
         reason=reason[:255],
-        status="pending",
+        status=RefundStatus.PENDING,
         created_at=clock.now(),
     )
     session.add(refund)
     await session.flush()
-    await outbox.enqueue(session, "provider_refund", {"refund_id": refund.id})
+    await outbox.enqueue(session, REFUND_KIND, {"refund_id": refund.id})
     return refund
 
 
 async def get_refund(session: AsyncSession, refund_id: str) -> Refund | None:
     return await session.get(Refund, refund_id)
+
+
+async def find_refund(
+    session: AsyncSession, *, reference: str | None, refund_id: str | None, lock: bool = True
+) -> Refund | None:
+    """The refund a provider event is about: by its reference, or by Kassa's id (metadata)."""
+    conditions = []
+    if reference:
+        conditions.append(Refund.provider_reference == reference)
+    if refund_id:
+        conditions.append(Refund.id == refund_id)
+    if not conditions:
+        return None
+    query = (
+        select(Refund).where(or_(*conditions)).limit(1).execution_options(populate_existing=True)
+    )
+    if lock and (await session.connection()).dialect.name == "postgresql":
+        query = query.with_for_update()
+    return await session.scalar(query)
 
 
 async def refund_sent(session: AsyncSession, refund_id: str, provider_reference: str) -> bool:
@@ -209,16 +349,41 @@ async def refund_sent(session: AsyncSession, refund_id: str, provider_reference:
 
 
 async def refund_succeeded(
-    session: AsyncSession, provider_reference: str, *, at: datetime | None = None
-) -> Refund | None:
-    """The provider confirms a refund. Returns the refund if this call moved it to succeeded;
-    None if Kassa does not know it or it had succeeded already (nothing changes)."""
-    result = await session.execute(
-        update(Refund)
-        .where(Refund.provider_reference == provider_reference, Refund.status == "pending")
-        .values(status="succeeded", succeeded_at=at or clock.now())
-        .returning(Refund.id)
+    session: AsyncSession, refund: Refund, *, at: datetime | None = None
+) -> bool:
+    """The provider confirms a refund; False if that changes nothing (known already)."""
+    if not REFUND.plan(refund.status, RefundStatus.SUCCEEDED):
+        return False
+    refund.status = RefundStatus.SUCCEEDED
+    refund.succeeded_at = at or clock.now()
+    await session.flush()
+    return True
+
+
+async def refund_failed(session: AsyncSession, refund: Refund, failure_code: str) -> bool:
+    """The provider refused a refund: it never counts as refunded. The amount goes back to the
+    payment (its status with it); the caller gives it back to the order. False if known."""
+    if not REFUND.plan(refund.status, RefundStatus.FAILED):
+        return False
+    refund.status = RefundStatus.FAILED
+    refund.failure_code = failure_code[:64]
+    refund.failed_at = clock.now()
+    if refund.counted:
+        payment = await get_payment(session, refund.payment_id, lock=True)
+        payment.refunded_amount -= refund.amount
+        target = refunded_status(payment.amount, payment.refunded_amount)
+        PAYMENT.check(payment.status, target)
+        payment.status = target
+        payment.updated_at = clock.now()
+    await session.flush()
+    return True
+
+
+async def asked_provider(session: AsyncSession, payment_id: str) -> None:
+    """Reconcile asked about this payment and learned nothing new."""
+    await session.execute(
+        update(Payment)
+        .where(Payment.id == payment_id)
+        .values(updated_at=clock.now())
         .execution_options(synchronize_session=False)
     )
-    row = result.first()
-    return None if row is None else await session.get(Refund, row[0])

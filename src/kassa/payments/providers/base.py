@@ -1,17 +1,30 @@
-"""The provider interface: create a payment, verify and read a webhook, refund."""
+"""The provider interface: create a payment, read a verified webhook, refund, look a payment up.
+
+Providers are called outside every database transaction (the payment edge holds no lock across
+the network). What they raise: `ProviderUnavailable` when the provider did not answer or
+answered with a server error (try again later), `ProviderRefused` when it answered no (a refund
+it will not make: do not try again).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
 
 from kassa.errors import KassaError
 
-# Normalized event types every provider's webhooks are read into.
-PAYMENT_SUCCEEDED = "payment.succeeded"
-PAYMENT_FAILED = "payment.failed"
-REFUND_SUCCEEDED = "refund.succeeded"
+
+class EventType(StrEnum):
+    """Every provider's webhooks are read into these."""
+
+    PAYMENT_SUCCEEDED = "payment.succeeded"
+    PAYMENT_FAILED = "payment.failed"
+    REFUND_SUCCEEDED = "refund.succeeded"
+    REFUND_FAILED = "refund.failed"
+    DISPUTE_OPENED = "dispute.opened"
+    OTHER = "other"  # verified, but nothing Kassa acts on
 
 
 class InvalidSignature(KassaError):
@@ -22,40 +35,101 @@ class InvalidEvent(KassaError):
     status, code, title = 422, "validation_error", "Webhook body is not an event"
 
 
+class ProviderUnavailable(Exception):
+    """The provider did not answer, timed out, or failed on its side. The text is logged: it
+    must never carry a secret."""
+
+
+class ProviderRefused(Exception):
+    """The provider answered no (for example, a refund it will not make)."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
 @dataclass(frozen=True)
 class CreatedPayment:
     provider_reference: str
     client_secret: str | None = None
+    # What the buyer's browser needs besides the secret (publishable key, key id, order id …).
+    client_data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProviderPayment:
+    """What the provider says a payment came to (reconcile, client confirmation)."""
+
+    provider_reference: str
+    status: str  # "pending", "succeeded" or "failed"
+    amount: int | None = None
+    currency: str | None = None
+    failure_code: str | None = None
+
+
+@dataclass(frozen=True)
+class RefundResult:
+    provider_reference: str
+    # "pending": the provider confirms later by webhook; "succeeded": done already.
+    status: str = "pending"
 
 
 @dataclass(frozen=True)
 class ProviderEvent:
-    """A verified webhook event in Kassa's words."""
+    """A verified webhook event in Kassa's words. `payment_id` and `refund_id` are Kassa's own
+    ids, where the provider echoes them back (metadata): they find the subject even before its
+    provider reference is stored."""
 
     event_id: str
-    type: str
-    provider_reference: str
+    type: EventType
+    provider_reference: str | None = None
+    payment_id: str | None = None
     amount: int | None = None
     currency: str | None = None
     failure_code: str | None = None
     refund_reference: str | None = None
+    refund_id: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        """For the outbox (an event kept until its subject exists); `raw` stays behind."""
+        return {
+            "event_id": self.event_id,
+            "type": str(self.type),
+            "provider_reference": self.provider_reference,
+            "payment_id": self.payment_id,
+            "amount": self.amount,
+            "currency": self.currency,
+            "failure_code": self.failure_code,
+            "refund_reference": self.refund_reference,
+            "refund_id": self.refund_id,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ProviderEvent:
+        return cls(**{**data, "type": EventType(data["type"])})
 
 
 class PaymentProvider(Protocol):
     name: str
 
     async def create_payment(
-        self, *, payment_id: str, amount: int, currency: str, reference: str
-    ) -> CreatedPayment: ...
+        self, *, payment_id: str, checkout_id: str, amount: int, currency: str
+    ) -> CreatedPayment:
+        """Create the provider's payment. `payment_id` is the idempotency key: asking again
+        with the same id returns the same payment."""
+        ...
 
     def verify_webhook(self, body: bytes, headers: Mapping[str, str]) -> ProviderEvent:
-        """Verify the signature and read the event; raises InvalidSignature."""
+        """Verify the signature and read the event; raises InvalidSignature or InvalidEvent."""
         ...
 
     async def refund(
         self, *, provider_reference: str, amount: int, currency: str, refund_id: str
-    ) -> str:
-        """Ask the provider to refund `amount`; returns the provider's refund reference.
-        `refund_id` is the idempotency key: asking twice refunds once."""
+    ) -> RefundResult:
+        """Ask the provider to refund `amount`. `refund_id` is the idempotency key."""
+        ...
+
+    async def fetch_payment(self, provider_reference: str) -> ProviderPayment:
+        """What the provider says became of a payment."""
         ...

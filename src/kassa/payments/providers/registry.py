@@ -1,21 +1,45 @@
-"""Which provider object serves which name, from the settings."""
+"""The payment providers this app may use, built once from the settings in `create_app`."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from kassa.config import Settings
+from kassa.db import Database
 from kassa.errors import InvalidInput
 from kassa.payments.providers.base import PaymentProvider
 from kassa.payments.providers.sandbox import SandboxProvider
 
-AVAILABLE = ("sandbox",)
 
+class Providers:
+    def __init__(self, providers: Mapping[str, PaymentProvider], default: str) -> None:
+        self._providers = dict(providers)
+        self.default = default
 
-def get_provider(settings: Settings, name: str | None = None) -> PaymentProvider:
-    """The provider called `name` (default KASSA_PAYMENT_PROVIDER)."""
-    chosen = name or settings.payment_provider
-    if chosen == "sandbox":
-        return SandboxProvider(settings.sandbox_webhook_secret.get_secret_value())
-    raise InvalidInput(
-        "provider",
-        f"payment provider {chosen!r} is not available here (available: {', '.join(AVAILABLE)})",
-    )
+    @classmethod
+    def from_settings(cls, settings: Settings, db: Database) -> Providers:
+        enabled: dict[str, PaymentProvider] = {}
+        if settings.sandbox_enabled:
+            enabled["sandbox"] = SandboxProvider(
+                settings.sandbox_webhook_secret.get_secret_value(), db
+            )
+        return cls(enabled, settings.payment_provider)
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._providers)
+
+    def get(self, name: str | None = None) -> PaymentProvider:
+        """The provider called `name` (default: KASSA_PAYMENT_PROVIDER); 422 if not enabled."""
+        chosen = name or self.default
+        provider = self._providers.get(chosen)
+        if provider is None:
+            enabled = ", ".join(self.names) or "none"
+            raise InvalidInput(
+                "provider", f"payment provider {chosen!r} is not enabled here (enabled: {enabled})"
+            )
+        return provider
+
+    def replace(self, provider: PaymentProvider) -> None:
+        """Swap one provider (tests and benchmarks wrap a provider to slow it down or break it)."""
+        self._providers[provider.name] = provider

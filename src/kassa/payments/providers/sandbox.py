@@ -1,28 +1,39 @@
 """The built-in sandbox provider: no account needed, outcomes decided by test card numbers,
 results delivered as Standard-Webhooks-signed events through the outbox, like a real provider.
+
+Its "bank" keeps books (`sandbox_charges`) so that asking it about a payment (reconcile) has an
+answer. Its references are derived from Kassa's payment id, so creating a payment twice with the
+same id gives the same payment, as an idempotency key does at a real provider.
 """
 
 from __future__ import annotations
 
 import binascii
 import json
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+import httpx
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from kassa import clock
+from kassa.db import Database, upsert
 from kassa.ids import new_id
+from kassa.outbox import service as outbox
+from kassa.outbox.service import Claimed, DeliveryFailed
+from kassa.payments.models import SandboxCharge
 from kassa.payments.providers.base import (
-    PAYMENT_FAILED,
-    PAYMENT_SUCCEEDED,
-    REFUND_SUCCEEDED,
     CreatedPayment,
+    EventType,
     InvalidEvent,
     InvalidSignature,
     ProviderEvent,
+    ProviderPayment,
+    RefundResult,
 )
 
 NAME = "sandbox"
@@ -32,7 +43,8 @@ DECLINES = {
     "4000000000000002": "card_declined",
     "4000000000009995": "insufficient_funds",
 }
-EVENT_TYPES = {PAYMENT_SUCCEEDED, PAYMENT_FAILED, REFUND_SUCCEEDED}
+WEBHOOK_KIND = "sandbox.webhook"
+WEBHOOK_PATH = "/v1/webhooks/sandbox"
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,10 @@ def card_outcome(card_number: str) -> CardOutcome:
     if card_number == SUCCEEDS:
         return CardOutcome(True)
     return CardOutcome(False, DECLINES.get(card_number, "card_declined"))
+
+
+def reference_for(payment_id: str) -> str:
+    return "sbx_pi_" + payment_id.removeprefix("pay_")
 
 
 def event(event_type: str, created: datetime, data: dict[str, Any]) -> dict[str, Any]:
@@ -69,18 +85,74 @@ def signed_headers(secret: str, message_id: str, body: str, at: datetime) -> dic
     }
 
 
+def body_of(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True)
+
+
+async def emit(
+    session: AsyncSession, event_type: str, data: dict[str, Any], *, event_id: str | None = None
+) -> str:
+    """The sandbox announces an outcome: a signed webhook, delivered after this commit."""
+    payload = event(event_type, clock.now(), dict(data))
+    if event_id is not None:
+        payload["id"] = event_id
+    await outbox.enqueue(session, WEBHOOK_KIND, {"event": payload})
+    return str(payload["id"])
+
+
+async def charge(
+    session: AsyncSession,
+    *,
+    payment_id: str,
+    provider_reference: str,
+    amount: int,
+    currency: str,
+    card_number: str,
+) -> CardOutcome:
+    """The buyer paid at the sandbox's card form: book the outcome and announce it."""
+    outcome = card_outcome(card_number)
+    status = "succeeded" if outcome.succeeded else "failed"
+    await upsert(
+        session,
+        SandboxCharge.__table__,
+        {
+            "provider_reference": provider_reference,
+            "payment_id": payment_id,
+            "amount": amount,
+            "currency": currency,
+            "status": status,
+            "failure_code": outcome.failure_code,
+            "updated_at": clock.now(),
+        },
+        key="provider_reference",
+    )
+    data: dict[str, Any] = {
+        "payment_id": payment_id,
+        "provider_reference": provider_reference,
+        "amount": amount,
+        "currency": currency,
+    }
+    if not outcome.succeeded:
+        data["failure_code"] = outcome.failure_code
+    kind = EventType.PAYMENT_SUCCEEDED if outcome.succeeded else EventType.PAYMENT_FAILED
+    await emit(session, kind, data)
+    return outcome
+
+
 class SandboxProvider:
     name = NAME
 
-    def __init__(self, webhook_secret: str) -> None:
+    def __init__(self, webhook_secret: str, db: Database) -> None:
+        self._secret = webhook_secret
         self._webhook = Webhook(webhook_secret)
+        self._db = db
 
     async def create_payment(
-        self, *, payment_id: str, amount: int, currency: str, reference: str
+        self, *, payment_id: str, checkout_id: str, amount: int, currency: str
     ) -> CreatedPayment:
         return CreatedPayment(
-            provider_reference=new_id("sbx_pi"),
-            client_secret=f"{payment_id}_secret_{secrets.token_urlsafe(12)}",
+            provider_reference=reference_for(payment_id),
+            client_secret=f"{payment_id}_secret_sandbox",
         )
 
     def verify_webhook(self, body: bytes, headers: Mapping[str, str]) -> ProviderEvent:
@@ -93,9 +165,62 @@ class SandboxProvider:
 
     async def refund(
         self, *, provider_reference: str, amount: int, currency: str, refund_id: str
-    ) -> str:
-        # The sandbox "bank" refunds at once; the outbox handler then emits refund.succeeded.
-        return f"sbx_re_{refund_id}"
+    ) -> RefundResult:
+        # The sandbox "bank" refunds at once and says so by webhook (one refund, one event id:
+        # a re-sent event is a duplicate at the receiver).
+        reference = f"sbx_re_{refund_id}"
+
+        async def announce(session: AsyncSession) -> None:
+            await emit(
+                session,
+                EventType.REFUND_SUCCEEDED,
+                {
+                    "provider_reference": provider_reference,
+                    "refund_reference": reference,
+                    "refund_id": refund_id,
+                    "amount": amount,
+                    "currency": currency,
+                },
+                event_id=f"evt_{refund_id}",
+            )
+
+        await self._db.run(announce)
+        return RefundResult(reference)
+
+    async def fetch_payment(self, provider_reference: str) -> ProviderPayment:
+        async with self._db.read() as session:
+            found = await session.scalar(
+                select(SandboxCharge).where(SandboxCharge.provider_reference == provider_reference)
+            )
+        if found is None:
+            return ProviderPayment(provider_reference, "pending")
+        return ProviderPayment(
+            provider_reference, found.status, found.amount, found.currency, found.failure_code
+        )
+
+    def webhook_sender(self, http: httpx.AsyncClient, url: str | None) -> outbox.Handler:
+        """The outbox handler that POSTs the sandbox's events, signed afresh for each attempt
+        (same webhook-id every time), to `url` or to this app itself."""
+
+        async def send(message: Claimed) -> None:
+            payload = message.payload["event"]
+            body = body_of(payload)
+            # Signed with the wall clock, not kassa.clock: the receiver checks the timestamp
+            # against its own wall clock (a 5-minute tolerance).
+            headers = signed_headers(self._secret, payload["id"], body, datetime.now(UTC))
+            try:
+                response = await http.post(
+                    url or WEBHOOK_PATH, content=body, headers=headers, timeout=10.0
+                )
+            except httpx.HTTPError as error:
+                raise DeliveryFailed(f"webhook not delivered: {type(error).__name__}") from None
+            if not 200 <= response.status_code < 300:
+                raise DeliveryFailed(f"webhook answered {response.status_code}")
+
+        return send
+
+
+_TYPES = {str(t): t for t in EventType if t is not EventType.OTHER}
 
 
 def _read_event(payload: Any) -> ProviderEvent:
@@ -103,23 +228,23 @@ def _read_event(payload: Any) -> ProviderEvent:
     with it, and the provider should hear about it."""
     try:
         data = payload["data"]
-        event_type = str(payload["type"])
-        event_id = str(payload["id"])
-        reference = str(data["provider_reference"])
         amount = data.get("amount")
+        reference = data["provider_reference"]
         return ProviderEvent(
-            event_id=event_id,
-            type=event_type,
-            provider_reference=reference,
+            event_id=str(payload["id"]),
+            type=_TYPES.get(str(payload["type"]), EventType.OTHER),
+            provider_reference=str(reference),
+            payment_id=_text(data.get("payment_id")),
             amount=int(amount) if amount is not None else None,
-            currency=data.get("currency"),
-            failure_code=data.get("failure_code"),
-            refund_reference=data.get("refund_reference"),
+            currency=_text(data.get("currency")),
+            failure_code=_text(data.get("failure_code")),
+            refund_reference=_text(data.get("refund_reference")),
+            refund_id=_text(data.get("refund_id")),
             raw=payload,
         )
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, AttributeError):
         raise InvalidEvent("the signed body is not a sandbox event") from None
 
 
-def body_of(payload: dict[str, Any]) -> str:
-    return json.dumps(payload, separators=(",", ":"), sort_keys=True)
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)[:255]

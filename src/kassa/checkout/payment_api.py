@@ -1,4 +1,8 @@
-"""Payment status, the sandbox provider's "card form" and the sandbox webhook endpoint."""
+"""Payment endpoints: status polling, the sandbox provider's card form, provider webhooks.
+
+They live with checkout, not payments: paying moves a checkout's hold, and what an event does
+lands on checkouts and orders (`checkout.events`). `payments` itself stays a leaf.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,12 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request
 
 from kassa.carts.deps import Access
+from kassa.checkout import events
 from kassa.checkout import service as checkouts
-from kassa.deps import AppSettings, ReadSession, WriteSession, get_database
-from kassa.payments import delivery, webhooks
+from kassa.deps import AppSettings, ReadSession, WriteSession, get_database, get_providers
 from kassa.payments import service as payments
 from kassa.payments.models import Payment
 from kassa.payments.providers import sandbox
-from kassa.payments.providers.base import PAYMENT_FAILED, PAYMENT_SUCCEEDED
 from kassa.payments.schemas import CardIn, PaymentOut, SandboxPayOut, WebhookAck
 
 router = APIRouter(tags=["payments"])
@@ -60,32 +63,33 @@ async def sandbox_pay(
     checkout = await checkouts.lock_checkout(session, payment.checkout_id)
     await checkouts.payment_processing(session, settings, checkout)
     await payments.start_processing(session, payment)
-    outcome = sandbox.card_outcome(body.card_number)
-    data: dict[str, object] = {
-        "payment_id": payment.id,
-        "provider_reference": payment.provider_reference,
-        "amount": payment.amount,
-        "currency": payment.currency,
-    }
-    if not outcome.succeeded:
-        data["failure_code"] = outcome.failure_code
-    await delivery.emit_sandbox_event(
-        session, PAYMENT_SUCCEEDED if outcome.succeeded else PAYMENT_FAILED, data
+    assert payment.provider_reference is not None
+    await sandbox.charge(
+        session,
+        payment_id=payment.id,
+        provider_reference=payment.provider_reference,
+        amount=payment.amount,
+        currency=payment.currency,
+        card_number=body.card_number,
     )
     return SandboxPayOut(
         payment_id=payment.id,
-        status="pending",
+        status="processing",
         detail="the outcome is delivered as a signed webhook; poll GET /v1/payments/{id}",
     )
 
 
 @router.post("/v1/webhooks/sandbox", response_model=WebhookAck)
-async def sandbox_webhook(request: Request, settings: AppSettings) -> WebhookAck:
+async def sandbox_webhook(request: Request) -> WebhookAck:
     """Sandbox events, verified with Standard Webhooks (`webhook-id`, `webhook-timestamp`,
     `webhook-signature`); each event id takes effect once."""
     body = await request.body()
-    provider = sandbox.SandboxProvider(settings.sandbox_webhook_secret.get_secret_value())
-    outcome = await webhooks.receive(
-        get_database(request), settings, provider, body, request.headers
+    outcome = await events.receive(
+        get_database(request),
+        request.app.state.events,
+        get_providers(request),
+        sandbox.NAME,
+        body,
+        dict(request.headers),
     )
     return WebhookAck(received=True, outcome=outcome)

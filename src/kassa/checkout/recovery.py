@@ -1,0 +1,156 @@
+"""Finishing what a crash interrupted, and reconcile: asking the provider instead of waiting.
+
+A checkout start records the payment as `creating`, then asks the provider, then stores the
+answer. A process that dies in between leaves a `creating` payment holding stock: the sweeper
+asks the provider again with the same idempotency key (the same payment comes back, nothing is
+created twice) and stores the answer, or, if the provider still does not answer, ends the
+checkout so that its stock comes back.
+
+Reconcile asks the provider about payments still pending after KASSA_RECONCILE_AFTER_SECONDS and
+applies what it says exactly as a webhook would (`events.apply_once`), so a lost webhook never
+loses an order, and a verdict that arrives both ways takes effect once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kassa import clock
+from kassa.checkout import events
+from kassa.checkout import service as checkouts
+from kassa.config import Settings
+from kassa.db import Database
+from kassa.payments import service as payments
+from kassa.payments.providers.base import EventType, ProviderEvent
+from kassa.payments.providers.registry import Providers
+
+log = structlog.get_logger("kassa.recovery")
+
+BATCH = 100
+
+
+def interrupted_after(settings: Settings) -> timedelta:
+    """How old a `creating` payment must be before the sweeper takes it over: well past the
+    longest the request that made it could still be waiting for the provider."""
+    return timedelta(seconds=2 * settings.provider_timeout_seconds + 30)
+
+
+async def finish_interrupted_starts(db: Database, settings: Settings, providers: Providers) -> int:
+    """Returns how many interrupted starts were finished (stored or given up)."""
+    older_than = clock.now() - interrupted_after(settings)
+    async with db.read() as session:
+        stuck = await payments.stuck_in_creating(session, older_than=older_than, limit=BATCH)
+        found = [await payments.get_payment(session, payment_id) for payment_id in stuck]
+    finished = 0
+    for payment in found:
+        try:
+            provider = providers.get(payment.provider)
+            created = await asyncio.wait_for(
+                provider.create_payment(
+                    payment_id=payment.id,
+                    checkout_id=payment.checkout_id,
+                    amount=payment.amount,
+                    currency=payment.currency,
+                ),
+                timeout=settings.provider_timeout_seconds,
+            )
+        except Exception as error:
+            log.warning(
+                "interrupted_start_given_up",
+                payment_id=payment.id,
+                error_type=type(error).__name__,
+            )
+            payment_id = payment.id
+
+            async def give_up(session: AsyncSession, payment_id: str = payment_id) -> bool:
+                return await checkouts.abandon_start(session, payment_id, "provider_unavailable")
+
+            await db.run(give_up)
+        else:
+            payment_id = payment.id
+
+            async def store(
+                session: AsyncSession, payment_id: str = payment_id, created: Any = created
+            ) -> None:
+                await checkouts.payment_created(session, payment_id, created, payment_ms=0.0)
+
+            await db.run(store)
+            log.info("interrupted_start_finished", payment_id=payment.id)
+        finished += 1
+    return finished
+
+
+@dataclass
+class ReconcileResult:
+    checked: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    unchanged: int = 0
+
+
+async def reconcile(
+    db: Database, ctx: events.EventContext, providers: Providers, settings: Settings
+) -> ReconcileResult:
+    """Ask the provider about every payment still pending after RECONCILE_AFTER_SECONDS."""
+    older_than = clock.now() - timedelta(seconds=settings.reconcile_after_seconds)
+    async with db.read() as session:
+        pending = await payments.pending_at_provider(session, older_than=older_than, limit=BATCH)
+    result = ReconcileResult()
+    for payment in pending:
+        result.checked += 1
+        assert payment.provider_reference is not None
+        try:
+            provider = providers.get(payment.provider)
+            said = await asyncio.wait_for(
+                provider.fetch_payment(payment.provider_reference),
+                timeout=settings.provider_timeout_seconds,
+            )
+        except Exception as error:
+            log.warning(
+                "reconcile_lookup_failed", payment_id=payment.id, error_type=type(error).__name__
+            )
+            result.unchanged += 1
+            continue
+        if said.status not in ("succeeded", "failed"):
+            result.unchanged += 1
+            payment_id = payment.id
+            await db.run(lambda s, payment_id=payment_id: payments.asked_provider(s, payment_id))  # type: ignore[misc]
+            continue
+        # One id per verdict on one attempt: the same verdict found twice is a duplicate, and a
+        # webhook carrying it too changes nothing more (the payment's status machine).
+        attempt = int(payment.processing_since.timestamp()) if payment.processing_since else 0
+        event = ProviderEvent(
+            event_id=f"reconcile_{payment.id}_{said.status}_{attempt}",
+            type=EventType.PAYMENT_SUCCEEDED
+            if said.status == "succeeded"
+            else EventType.PAYMENT_FAILED,
+            provider_reference=payment.provider_reference,
+            payment_id=payment.id,
+            amount=said.amount,
+            currency=said.currency,
+            failure_code=said.failure_code,
+        )
+        name = payment.provider
+
+        async def apply(
+            session: AsyncSession, event: ProviderEvent = event, name: str = name
+        ) -> str:
+            return await events.apply_once(session, ctx, name, event)
+
+        outcome = await db.run(apply)
+        if outcome == "processed":
+            if said.status == "succeeded":
+                result.succeeded += 1
+            else:
+                result.failed += 1
+        else:
+            result.unchanged += 1
+    if result.checked:
+        log.info("reconcile", **result.__dict__)
+    return result
