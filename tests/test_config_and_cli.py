@@ -23,13 +23,31 @@ def test_production_refuses_the_default_secret() -> None:
         env="production",
         secret_key="x" * 40,
         sandbox_webhook_secret=own_webhook_secret,
+        allow_sandbox_in_production=True,
     )
     safe.check_safe_to_start()
     Settings(_env_file=None).check_safe_to_start()
 
 
+def test_production_refuses_the_sandbox_unless_allowed() -> None:
+    own_webhook_secret = "whsec_" + base64.b64encode(b"w" * 32).decode()
+    settings = Settings(
+        _env_file=None,
+        env="production",
+        secret_key="x" * 40,
+        sandbox_webhook_secret=own_webhook_secret,
+    )
+    assert not settings.sandbox_enabled
+    with pytest.raises(ConfigError, match="KASSA_ALLOW_SANDBOX_IN_PRODUCTION") as refused:
+        settings.check_safe_to_start()
+    assert "KASSA_SECRET_KEY" not in str(refused.value)  # only what is wrong is named
+    assert Settings(_env_file=None).sandbox_enabled  # always, outside production
+
+
 def test_production_refuses_the_default_webhook_secret_of_the_chosen_provider() -> None:
-    settings = Settings(_env_file=None, env="production", secret_key="x" * 40)
+    settings = Settings(
+        _env_file=None, env="production", secret_key="x" * 40, allow_sandbox_in_production=True
+    )
     with pytest.raises(ConfigError, match="KASSA_SANDBOX_WEBHOOK_SECRET"):
         settings.check_safe_to_start()
     with pytest.raises(ConfigError, match="whsec_"):
@@ -102,6 +120,9 @@ def test_cli_migrates_seeds_creates_users_and_sweeps(tmp_path: Path) -> None:
 
     swept = kassa(tmp_path, "sweep")
     assert swept.returncode == 0 and "expired_holds=0" in swept.stdout
+    reconciled = kassa(tmp_path, "reconcile")
+    assert reconciled.returncode == 0, reconciled.stderr
+    assert "checked=0 succeeded=0 failed=0 unchanged=0" in reconciled.stdout
 
 
 def _free_port() -> int:

@@ -48,6 +48,18 @@ class Settings(BaseSettings):
     # Where the sandbox delivers its webhooks. Unset: into the running app itself (through the
     # whole HTTP stack, signature check included) without a network hop.
     sandbox_webhook_url: str | None = None
+    # Stripe: enabled when the secret key is set. Webhook secrets: several, comma-separated, so
+    # that a secret can be rotated without losing events. API base: tests point the SDK at a
+    # local server that answers like Stripe.
+    stripe_secret_key: SecretStr | None = None
+    stripe_publishable_key: str | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_api_base: str | None = None
+    # Razorpay: enabled when the key id and secret are set.
+    razorpay_key_id: str | None = None
+    razorpay_key_secret: SecretStr | None = None
+    razorpay_webhook_secret: SecretStr | None = None
+    razorpay_api_base: str | None = None
     # Any one call to a payment provider gives up after this long (the checkout then answers 502
     # provider_unavailable and gives the stock back).
     provider_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
@@ -76,6 +88,51 @@ class Settings(BaseSettings):
     def sandbox_enabled(self) -> bool:
         return not self.is_production or self.allow_sandbox_in_production
 
+    @property
+    def stripe_enabled(self) -> bool:
+        return bool(self.stripe_secret_key and self.stripe_secret_key.get_secret_value())
+
+    @property
+    def razorpay_enabled(self) -> bool:
+        return bool(
+            self.razorpay_key_id
+            and self.razorpay_key_secret
+            and self.razorpay_key_secret.get_secret_value()
+        )
+
+    def webhook_secrets(self, provider: str) -> list[str]:
+        """The provider's webhook secrets (comma-separated: rotation), in order."""
+        value = {"stripe": self.stripe_webhook_secret, "razorpay": self.razorpay_webhook_secret}[
+            provider
+        ]
+        raw = value.get_secret_value() if value else ""
+        return [part.strip() for part in raw.split(",") if part.strip()]
+
+    def provider_problems(self) -> list[str]:
+        """What keeps the configured payment providers from working (each named, no values)."""
+        problems = []
+        enabled = {
+            "sandbox": self.sandbox_enabled,
+            "stripe": self.stripe_enabled,
+            "razorpay": self.razorpay_enabled,
+        }
+        if not enabled[self.payment_provider] and self.payment_provider != "sandbox":
+            needs = {
+                "stripe": "KASSA_STRIPE_SECRET_KEY",
+                "razorpay": "KASSA_RAZORPAY_KEY_ID and KASSA_RAZORPAY_KEY_SECRET",
+            }[self.payment_provider]
+            problems.append(
+                f"KASSA_PAYMENT_PROVIDER is {self.payment_provider} but {needs} is not set"
+            )
+        if self.stripe_enabled:
+            if not self.webhook_secrets("stripe"):
+                problems.append("Stripe is enabled but KASSA_STRIPE_WEBHOOK_SECRET is not set")
+            if not self.stripe_publishable_key:
+                problems.append("Stripe is enabled but KASSA_STRIPE_PUBLISHABLE_KEY is not set")
+        if self.razorpay_enabled and not self.webhook_secrets("razorpay"):
+            problems.append("Razorpay is enabled but KASSA_RAZORPAY_WEBHOOK_SECRET is not set")
+        return problems
+
     def check_safe_to_start(self) -> None:
         """Refuse a production start with a setting that would be unsafe there."""
         problems = []
@@ -87,14 +144,20 @@ class Settings(BaseSettings):
                     "set a long random value, e.g. `python -c 'import secrets; "
                     "print(secrets.token_urlsafe(48))'`"
                 )
+            if self.payment_provider == "sandbox" and not self.allow_sandbox_in_production:
+                problems.append(
+                    "KASSA_PAYMENT_PROVIDER is sandbox, which takes no real money; choose stripe "
+                    "or razorpay, or set KASSA_ALLOW_SANDBOX_IN_PRODUCTION=true for a demo shop"
+                )
             if (
-                self.payment_provider == "sandbox"
+                self.sandbox_enabled
                 and self.sandbox_webhook_secret.get_secret_value() == DEFAULT_SANDBOX_WEBHOOK_SECRET
             ):
                 problems.append(
                     "KASSA_SANDBOX_WEBHOOK_SECRET is the development default; set a whsec_ secret "
                     "of your own (whsec_ followed by base64 of 24 or more random bytes)"
                 )
+        problems.extend(self.provider_problems())
         if not _is_whsec(self.sandbox_webhook_secret.get_secret_value()):
             problems.append("KASSA_SANDBOX_WEBHOOK_SECRET must be whsec_ followed by base64")
         if self.admin_password is not None and len(self.admin_password.get_secret_value()) < 10:

@@ -14,6 +14,7 @@ from kassa.carts.deps import Access
 from kassa.checkout import events
 from kassa.checkout import service as checkouts
 from kassa.deps import AppSettings, ReadSession, WriteSession, get_database, get_providers
+from kassa.errors import NotFound
 from kassa.payments import service as payments
 from kassa.payments.models import Payment
 from kassa.payments.providers import sandbox
@@ -83,12 +84,27 @@ async def sandbox_pay(
 async def sandbox_webhook(request: Request) -> WebhookAck:
     """Sandbox events, verified with Standard Webhooks (`webhook-id`, `webhook-timestamp`,
     `webhook-signature`); each event id takes effect once."""
+    return await _receive(request, sandbox.NAME)
+
+
+@router.post("/v1/webhooks/stripe", response_model=WebhookAck)
+async def stripe_webhook(request: Request) -> WebhookAck:
+    """Stripe events, verified with the `Stripe-Signature` header (300 s tolerance) by the
+    official SDK against each of KASSA_STRIPE_WEBHOOK_SECRET's secrets; each event id takes
+    effect once. 404 when Stripe is not enabled."""
+    return await _receive(request, "stripe")
+
+
+async def _receive(request: Request, provider_name: str) -> WebhookAck:
+    providers = get_providers(request)
+    if provider_name not in providers.names:
+        raise NotFound(f"{provider_name} is not enabled here")
     body = await request.body()
     outcome = await events.receive(
         get_database(request),
         request.app.state.events,
-        get_providers(request),
-        sandbox.NAME,
+        providers,
+        provider_name,
         body,
         dict(request.headers),
     )

@@ -9,6 +9,7 @@ from kassa.db import Database
 from kassa.errors import InvalidInput
 from kassa.payments.providers.base import PaymentProvider
 from kassa.payments.providers.sandbox import SandboxProvider
+from kassa.payments.providers.stripe import StripeProvider
 
 
 class Providers:
@@ -22,6 +23,14 @@ class Providers:
         if settings.sandbox_enabled:
             enabled["sandbox"] = SandboxProvider(
                 settings.sandbox_webhook_secret.get_secret_value(), db
+            )
+        if settings.stripe_enabled and settings.stripe_secret_key is not None:
+            enabled["stripe"] = StripeProvider(
+                secret_key=settings.stripe_secret_key.get_secret_value(),
+                publishable_key=settings.stripe_publishable_key,
+                webhook_secrets=settings.webhook_secrets("stripe"),
+                api_base=settings.stripe_api_base,
+                timeout_seconds=settings.provider_timeout_seconds,
             )
         return cls(enabled, settings.payment_provider)
 
