@@ -44,6 +44,39 @@ def test_production_refuses_the_sandbox_unless_allowed() -> None:
     assert Settings(_env_file=None).sandbox_enabled  # always, outside production
 
 
+def test_an_enabled_provider_without_its_keys_refuses_to_start() -> None:
+    with pytest.raises(ConfigError, match="KASSA_STRIPE_SECRET_KEY is not set"):
+        Settings(_env_file=None, payment_provider="stripe").check_safe_to_start()
+    with pytest.raises(ConfigError, match="KASSA_RAZORPAY_KEY_ID and KASSA_RAZORPAY_KEY_SECRET"):
+        Settings(_env_file=None, payment_provider="razorpay").check_safe_to_start()
+    half = Settings(_env_file=None, payment_provider="stripe", stripe_secret_key="sk_test_x")
+    with pytest.raises(ConfigError) as refused:
+        half.check_safe_to_start()
+    assert "KASSA_STRIPE_WEBHOOK_SECRET" in str(refused.value)
+    assert "KASSA_STRIPE_PUBLISHABLE_KEY" in str(refused.value)
+    assert "sk_test_x" not in str(refused.value)  # names, never values
+    whole = Settings(
+        _env_file=None,
+        payment_provider="stripe",
+        stripe_secret_key="sk_test_x",
+        stripe_publishable_key="pk_test_x",
+        stripe_webhook_secret="whsec_a, whsec_b",
+    )
+    whole.check_safe_to_start()
+    assert whole.webhook_secrets("stripe") == ["whsec_a", "whsec_b"]
+    production = Settings(
+        _env_file=None,
+        env="production",
+        secret_key="x" * 40,
+        payment_provider="stripe",
+        stripe_secret_key="sk_live_x",
+        stripe_publishable_key="pk_live_x",
+        stripe_webhook_secret="whsec_a",
+    )
+    production.check_safe_to_start()  # a real provider: no sandbox needed, none enabled
+    assert not production.sandbox_enabled
+
+
 def test_production_refuses_the_default_webhook_secret_of_the_chosen_provider() -> None:
     settings = Settings(
         _env_file=None, env="production", secret_key="x" * 40, allow_sandbox_in_production=True
