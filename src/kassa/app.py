@@ -32,6 +32,7 @@ from kassa.ops.sweeper import Payments, sweeper_loop
 from kassa.orders.api import router as orders_router
 from kassa.outbox.service import FOREVER, Outbox, RetryPolicy
 from kassa.payments import service as payment_records
+from kassa.payments.captures import CAPTURE_KIND, capture_sender
 from kassa.payments.providers import sandbox
 from kassa.payments.providers.registry import Providers
 from kassa.payments.refunds import refund_sender
@@ -99,6 +100,10 @@ def wire(app: FastAPI, db: Database, settings: Settings, http: httpx.AsyncClient
         payment_records.REFUND_KIND,
         refund_sender(db, providers, ctx.hooks, timeout_seconds=settings.provider_timeout_seconds),
         FOREVER,
+    )
+    box.register(
+        CAPTURE_KIND,
+        capture_sender(providers, timeout_seconds=settings.provider_timeout_seconds),
     )
     box.register(events.DEFERRED_KIND, events.deferred_applier(db, ctx), events.DEFERRED_POLICY)
     box.register(completion.ALERT_KIND, send_alert)

@@ -84,7 +84,7 @@ def seed(
     async def run() -> int:
         db = Database(settings.database_url, pool_size=1)
         try:
-            await db.run(seed_rates)
+            await db.run(lambda s: seed_rates(s, currency=settings.currency))
             async with db.read() as session:
                 if if_empty and not await catalog_is_empty(session):
                     return -1

@@ -75,18 +75,20 @@ async def upsert(
     table: Any,
     values: dict[str, Any],
     *,
-    key: str,
+    key: str | tuple[str, ...],
     changes: dict[str, Any] | None = None,
 ) -> None:
-    """Insert a row, or update the one with the same `key`, in one statement on either database.
+    """Insert a row, or update the one with the same `key` (a column or several), in one
+    statement on either database.
 
     `changes` (column → expression) replaces the default update, which takes every new value.
     """
+    keys = (key,) if isinstance(key, str) else key
     conn = await session.connection()
     insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     statement = insert(table).values(values)
-    update = changes or {name: statement.excluded[name] for name in values if name != key}
-    await conn.execute(statement.on_conflict_do_update(index_elements=[key], set_=update))
+    update = changes or {name: statement.excluded[name] for name in values if name not in keys}
+    await conn.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=update))
 
 
 async def insert_new(session: AsyncSession, table: Any, values: dict[str, Any]) -> bool:

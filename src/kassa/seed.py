@@ -48,13 +48,18 @@ DEMO_RATES = [
 ]
 
 
-async def seed_rates(session: AsyncSession) -> int:
-    """Demo shipping and tax rates, unless some shipping rate exists already."""
+async def seed_rates(session: AsyncSession, *, currency: str) -> int:
+    """Demo shipping and tax rates (shipping in `currency`), unless some shipping rate exists
+    already."""
     if await session.scalar(select(func.count()).select_from(ShippingRate)):
         return 0
     for country, amount, free_above, basis_points in DEMO_RATES:
         await rates.set_shipping_rate(
-            session, country=country, amount=amount, free_above_amount=free_above
+            session,
+            country=country,
+            currency=currency,
+            amount=amount,
+            free_above_amount=free_above,
         )
         await rates.set_tax_rate(session, country=country, basis_points=basis_points)
     return len(DEMO_RATES)

@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from sqlalchemy import func, select
+
+from kassa.db import Database
 
 ADDRESS = {
     "name": "Ada Lovelace",
@@ -87,3 +90,15 @@ async def stock(client: httpx.AsyncClient, sku: str, headers: dict[str, str]) ->
     response = await client.get(f"/v1/inventory/{sku}", headers=headers)
     assert response.status_code == 200, response.text
     return dict(response.json())
+
+
+async def count(db: Database, model: Any, *conditions: Any) -> int:
+    """How many rows of `model` (matching `conditions`) the database holds now."""
+    async with db.read() as session:
+        query = select(func.count()).select_from(model).where(*conditions)
+        return int(await session.scalar(query) or 0)
+
+
+async def rows(db: Database, model: Any, *conditions: Any) -> list[Any]:
+    async with db.read() as session:
+        return list((await session.execute(select(model).where(*conditions))).scalars())

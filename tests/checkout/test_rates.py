@@ -55,11 +55,28 @@ async def test_admins_manage_shipping_and_tax_rates(client, admin, db) -> None:
         json={"amount": 495, "free_above_amount": 5000},
         headers=admin.headers,
     )
-    assert put.json() == {"country": "de", "amount": 495, "free_above_amount": 5000}
+    assert put.json() == {
+        "country": "de",
+        "currency": "usd",
+        "amount": 495,
+        "free_above_amount": 5000,
+    }
     changed = await client.put(
         "/v1/admin/shipping-rates/de", json={"amount": 595}, headers=admin.headers
     )
-    assert changed.json() == {"country": "de", "amount": 595, "free_above_amount": None}
+    assert changed.json() == {
+        "country": "de",
+        "currency": "usd",
+        "amount": 595,
+        "free_above_amount": None,
+    }
+    # Another currency's rate for the same country is a rate of its own.
+    eur = await client.put(
+        "/v1/admin/shipping-rates/de",
+        json={"amount": 450, "currency": "eur"},
+        headers=admin.headers,
+    )
+    assert (eur.json()["currency"], eur.json()["amount"]) == ("eur", 450)
     tax = await client.put(
         "/v1/admin/tax-rates/de", json={"basis_points": 1900}, headers=admin.headers
     )
@@ -73,12 +90,21 @@ async def test_admins_manage_shipping_and_tax_rates(client, admin, db) -> None:
         await client.put("/v1/admin/tax-rates/DEU", json={"basis_points": 1}, headers=admin.headers)
     ).status_code == 422
     async with db.read() as session:
-        terms = await rates.shipping_terms(session, "de")
+        terms = await rates.shipping_terms(session, "de", "usd")
         assert terms is not None and terms.amount == 595
+        euro_terms = await rates.shipping_terms(session, "de", "eur")
+        assert euro_terms is not None and euro_terms.amount == 450
+        assert await rates.shipping_terms(session, "de", "inr") is None
         assert await rates.tax_basis_points(session, "de") == 1900
         assert await rates.tax_basis_points(session, "fr") == 0
     listed = await client.get("/v1/admin/shipping-rates", headers=admin.headers)
-    assert [r["country"] for r in listed.json()] == ["de"]
+    assert sorted((r["country"], r["currency"]) for r in listed.json()) == [
+        ("de", "eur"),
+        ("de", "usd"),
+    ]
+    assert (
+        await client.delete("/v1/admin/shipping-rates/de?currency=eur", headers=admin.headers)
+    ).status_code == 204
     assert (
         await client.delete("/v1/admin/shipping-rates/de", headers=admin.headers)
     ).status_code == 204

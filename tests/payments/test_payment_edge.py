@@ -8,21 +8,24 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
-
 from kassa import clock
 from kassa.checkout import recovery
+from kassa.orders.models import Order
 from kassa.outbox.models import OutboxMessage
 from kassa.payments.models import Payment, Refund, WebhookEvent
 from kassa.payments.providers import sandbox
-from tests.checkout.flow import cart_with, deliver, open_shop, pay, start_checkout, stock
+from tests.checkout.flow import (
+    cart_with,
+    count,
+    deliver,
+    open_shop,
+    pay,
+    rows,
+    start_checkout,
+    stock,
+)
 from tests.payments.edge import unreliable_sandbox
-from tests.payments.test_webhooks import WEBHOOK, count, paid_checkout, signed
-
-
-async def rows(db, model, *conditions):
-    async with db.read() as session:
-        return list((await session.execute(select(model).where(*conditions))).scalars())
+from tests.payments.test_webhooks import WEBHOOK, paid_checkout, signed
 
 
 async def test_a_provider_that_is_down_gives_502_and_holds_nothing(
@@ -127,7 +130,7 @@ async def test_a_success_for_another_amount_or_currency_never_completes(
     body, headers = signed(settings, event)
     await client.post(WEBHOOK, content=body, headers=headers)
     await deliver(client, admin.headers)
-    assert await count(db, __import__("kassa.orders.models").orders.models.Order) == 0
+    assert await count(db, Order) == 0
     [refund] = await rows(db, Refund)
     assert refund.status == "succeeded"  # the sandbox gave the 1 eur back
 
@@ -322,8 +325,6 @@ async def test_webhook_and_reconcile_racing_make_one_order(
         deliver(client, admin.headers),
     )
     assert all(r.status_code == 200 for r in results[:-1])
-    from kassa.orders.models import Order
-
     assert await count(db, Order) == 1
     seen = (await client.get(f"/v1/checkouts/{checkout['id']}", headers=access)).json()
     assert seen["state"] == "completed"

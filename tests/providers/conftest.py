@@ -10,7 +10,8 @@ import pytest
 from kassa.app import create_app
 from kassa.config import Settings
 from kassa.db import Database
-from tests.providers import fake_stripe
+from tests.providers import fake_razorpay, fake_stripe
+from tests.providers.fake_razorpay import FakeRazorpay
 from tests.providers.fake_stripe import FakeStripe
 from tests.providers.local_server import LocalServer
 
@@ -30,14 +31,48 @@ def fake_stripe_api(stripe_server: tuple[FakeStripe, str]) -> FakeStripe:
     return fake
 
 
+@pytest.fixture(scope="session")
+def razorpay_server() -> Iterator[tuple[FakeRazorpay, str]]:
+    fake = FakeRazorpay()
+    server = LocalServer(fake.app).start()
+    yield fake, server.url
+    server.stop()
+
+
 @pytest.fixture
-def stripe_settings(settings: Settings, stripe_server: tuple[FakeStripe, str]) -> Settings:
-    settings.stripe_secret_key = fake_stripe.SECRET_KEY  # type: ignore[assignment]
-    settings.stripe_publishable_key = fake_stripe.PUBLISHABLE_KEY
-    settings.stripe_webhook_secret = ",".join(fake_stripe.WEBHOOK_SECRETS)  # type: ignore[assignment]
-    settings.stripe_api_base = stripe_server[1]
-    settings.provider_timeout_seconds = 5
-    return Settings.model_validate(settings.model_dump())
+def fake_razorpay_api(razorpay_server: tuple[FakeRazorpay, str]) -> FakeRazorpay:
+    fake, _ = razorpay_server
+    fake.reset()
+    return fake
+
+
+@pytest.fixture
+def shop_currency() -> str:
+    return "usd"
+
+
+@pytest.fixture
+def stripe_settings(
+    settings: Settings,
+    stripe_server: tuple[FakeStripe, str],
+    razorpay_server: tuple[FakeRazorpay, str],
+    shop_currency: str,
+) -> Settings:
+    """Stripe and Razorpay both enabled, as API.md allows (a checkout names its provider)."""
+    values = settings.model_dump()
+    values.update(
+        stripe_secret_key=fake_stripe.SECRET_KEY,
+        stripe_publishable_key=fake_stripe.PUBLISHABLE_KEY,
+        stripe_webhook_secret=",".join(fake_stripe.WEBHOOK_SECRETS),
+        stripe_api_base=stripe_server[1],
+        razorpay_key_id=fake_razorpay.KEY_ID,
+        razorpay_key_secret=fake_razorpay.KEY_SECRET,
+        razorpay_webhook_secret=",".join(fake_razorpay.WEBHOOK_SECRETS),
+        razorpay_api_base=razorpay_server[1],
+        provider_timeout_seconds=5,
+        currency=shop_currency,
+    )
+    return Settings(_env_file=None, **values)
 
 
 @pytest.fixture

@@ -42,4 +42,5 @@ class LocalServer:
 
     def stop(self) -> None:
         self._server.should_exit = True
+        self._server.force_exit = True  # do not wait for a request a test left hanging
         self._thread.join(timeout=10)

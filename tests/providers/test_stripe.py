@@ -10,27 +10,15 @@ import time
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
 
 from kassa import clock
 from kassa.orders.models import Order
 from kassa.outbox.models import OutboxMessage
 from kassa.payments.models import Payment, Refund, WebhookEvent
-from tests.checkout.flow import cart_with, deliver, open_shop, start_checkout, stock
+from tests.checkout.flow import cart_with, count, deliver, open_shop, rows, start_checkout, stock
 from tests.providers.fake_stripe import PUBLISHABLE_KEY, WEBHOOK_SECRETS, FakeStripe, signed
 
 WEBHOOK = "/v1/webhooks/stripe"
-
-
-async def count(db, model, *conditions) -> int:
-    async with db.read() as session:
-        query = select(func.count()).select_from(model).where(*conditions)
-        return int(await session.scalar(query) or 0)
-
-
-async def rows(db, model, *conditions) -> list:
-    async with db.read() as session:
-        return list((await session.execute(select(model).where(*conditions))).scalars())
 
 
 async def stripe_checkout(client, admin, make_product, sku: str = "BOOT", quantity: int = 1):
@@ -341,3 +329,37 @@ async def test_stripe_is_404_where_it_is_not_enabled(settings, db) -> None:
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+async def test_events_about_what_kassa_never_made_are_ignored(
+    client, admin, make_product, fake_stripe_api: FakeStripe, db
+) -> None:
+    """Another system on the same Stripe account, or a refund made by hand in the dashboard:
+    no Kassa metadata, so nothing to keep waiting for."""
+    checkout, _ = await stripe_checkout(client, admin, make_product)
+    intent_id = checkout["payment"]["provider_reference"]
+    foreign_intent = {
+        "id": "pi_not_kassas",
+        "object": "payment_intent",
+        "amount": 100,
+        "currency": "usd",
+        "status": "succeeded",
+        "amount_received": 100,
+        "metadata": {},
+    }
+    by_hand = {
+        "id": "re_by_hand",
+        "object": "refund",
+        "amount": 100,
+        "currency": "usd",
+        "payment_intent": intent_id,
+        "status": "succeeded",
+        "metadata": {},
+    }
+    for event in (
+        fake_stripe_api.event("payment_intent.succeeded", foreign_intent),
+        fake_stripe_api.event("refund.updated", by_hand),
+    ):
+        assert (await send(client, event))["outcome"] == "ignored"
+    assert await count(db, OutboxMessage) == 0  # nothing kept for later
+    assert await count(db, Order) == 0

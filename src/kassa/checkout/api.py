@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Path, Query, Response
 
 from kassa.auth.deps import AdminPrincipal
 from kassa.checkout import rates
@@ -18,7 +18,7 @@ from kassa.checkout.schemas import (
     TaxRateIn,
     TaxRateOut,
 )
-from kassa.deps import ReadSession, WriteSession
+from kassa.deps import AppSettings, ReadSession, WriteSession
 from kassa.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor
 
 router = APIRouter(prefix="/v1/admin", tags=["pricing"])
@@ -75,17 +75,33 @@ async def list_shipping_rates(
 
 @router.put("/shipping-rates/{country}", response_model=ShippingRateOut)
 async def set_shipping_rate(
-    country: Country, body: ShippingRateIn, _admin: AdminPrincipal, session: WriteSession
+    country: Country,
+    body: ShippingRateIn,
+    _admin: AdminPrincipal,
+    session: WriteSession,
+    settings: AppSettings,
 ) -> ShippingRateOut:
-    rate = await rates.set_shipping_rate(session, country=country, **body.model_dump())
+    """The rate for `country` in `currency` (default KASSA_CURRENCY): a cart pays the rate of
+    its own currency."""
+    rate = await rates.set_shipping_rate(
+        session,
+        country=country,
+        currency=body.currency or settings.currency,
+        amount=body.amount,
+        free_above_amount=body.free_above_amount,
+    )
     return ShippingRateOut.model_validate(rate, from_attributes=True)
 
 
 @router.delete("/shipping-rates/{country}", status_code=204)
 async def delete_shipping_rate(
-    country: Country, _admin: AdminPrincipal, session: WriteSession
+    country: Country,
+    _admin: AdminPrincipal,
+    session: WriteSession,
+    settings: AppSettings,
+    currency: Annotated[str | None, Query(pattern=r"^[a-z]{3}$")] = None,
 ) -> Response:
-    await rates.delete_rate(session, ShippingRate, country)
+    await rates.delete_rate(session, ShippingRate, country, currency=currency or settings.currency)
     return Response(status_code=204)
 
 

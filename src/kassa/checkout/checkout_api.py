@@ -21,14 +21,21 @@ from kassa import clock
 from kassa.carts import service as carts
 from kassa.carts.deps import Access
 from kassa.carts.service import CartAccess
-from kassa.checkout import phases, service
+from kassa.checkout import events, phases, service
 from kassa.checkout.phases import PhaseLog
-from kassa.checkout.schemas import CheckoutCreate, CheckoutOut
+from kassa.checkout.schemas import CheckoutCreate, CheckoutOut, ConfirmIn
 from kassa.config import Settings
 from kassa.db import Database, is_transient
 from kassa.deps import AppSettings, ReadSession, WriteSession, get_database, get_providers
-from kassa.errors import KassaError
+from kassa.errors import InvalidInput, KassaError
 from kassa.orders import service as orders
+from kassa.payments import service as payments
+from kassa.payments.providers.base import (
+    ConfirmsOnClient,
+    EventType,
+    InvalidSignature,
+    ProviderEvent,
+)
 from kassa.payments.service import PaymentView
 
 log = structlog.get_logger("kassa.checkout")
@@ -77,7 +84,17 @@ async def checkout_out(session: AsyncSession, made: service.CheckoutView) -> Che
     )
 
 
-@router.post("", status_code=201, response_model=CheckoutOut)
+@router.post(
+    "",
+    status_code=201,
+    response_model=CheckoutOut,
+    responses={
+        502: {
+            "description": "provider_unavailable: the payment provider did not answer; "
+            "nothing is held, and retrying with the same Idempotency-Key is safe"
+        }
+    },
+)
 async def create_checkout(
     body: CheckoutCreate, access: Access, request: Request, settings: AppSettings
 ) -> CheckoutOut:
@@ -219,3 +236,59 @@ async def cancel_checkout(
     checkout = await service.find_checkout(session, checkout_id, access)
     checkout = await service.cancel_checkout(session, checkout.id)
     return await checkout_out(session, await service.view(session, checkout))
+
+
+@router.post(
+    "/{checkout_id}/confirm",
+    response_model=CheckoutOut,
+    responses={400: {"description": "invalid_signature: the checkout signature is not valid"}},
+)
+async def confirm_checkout(
+    checkout_id: CheckoutId, body: ConfirmIn, access: Access, request: Request
+) -> CheckoutOut:
+    """The buyer's browser confirms a payment (Razorpay's Checkout.js hands it
+    `razorpay_payment_id` and `razorpay_signature`). The signature is verified with the official
+    SDK, then the payment is fetched from the provider to confirm its status and amount, then
+    applied exactly as its webhook would be: confirming twice, or after the webhook, changes
+    nothing more. A bad signature is 400 invalid_signature."""
+    db = get_database(request)
+    async with db.read() as session:
+        checkout = await service.find_checkout(session, checkout_id, access)
+        if checkout.payment_id is None:
+            raise service.CheckoutNotFound(f"no payment for checkout {checkout_id}")
+        payment = await payments.get_payment(session, checkout.payment_id)
+    provider = get_providers(request).get(payment.provider)
+    if not isinstance(provider, ConfirmsOnClient) or payment.provider_reference is None:
+        raise InvalidInput(
+            "provider_payment_id", f"{payment.provider} payments are not confirmed by the client"
+        )
+    if body.signature is None:
+        raise InvalidSignature("the checkout signature is missing")
+    said = await provider.confirm(
+        provider_reference=payment.provider_reference,
+        attempt_reference=body.provider_payment_id,
+        signature=body.signature,
+    )
+    kinds = {
+        "succeeded": EventType.PAYMENT_SUCCEEDED,
+        "failed": EventType.PAYMENT_FAILED,
+        "authorized": EventType.PAYMENT_AUTHORIZED,
+    }
+    if said.status in kinds:
+        event = ProviderEvent(
+            # One id per attempt and verdict: the same confirmation twice is a duplicate.
+            event_id=f"confirm_{body.provider_payment_id}_{said.status}",
+            type=kinds[said.status],
+            provider_reference=payment.provider_reference,
+            payment_id=payment.id,
+            amount=said.amount,
+            currency=said.currency,
+            failure_code=said.failure_code,
+            attempt_reference=body.provider_payment_id,
+        )
+        await db.run(
+            lambda s: events.apply_once(s, request.app.state.events, payment.provider, event)
+        )
+    async with db.read() as session:
+        checkout = await service.find_checkout(session, checkout_id, access)
+        return await checkout_out(session, await service.view(session, checkout))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kassa.checkout import completion
@@ -22,12 +21,11 @@ from kassa.outbox import service as outbox
 from kassa.outbox.service import Claimed, DeliveryFailed, Handler, RetryPolicy
 from kassa.payments import refunds, webhooks
 from kassa.payments import service as payments
+from kassa.payments.captures import CAPTURE_KIND
 from kassa.payments.models import Refund
 from kassa.payments.providers.base import CreatedPayment, EventType, ProviderEvent
 from kassa.payments.providers.registry import Providers
 from kassa.payments.states import PaymentStatus
-
-log = structlog.get_logger("kassa.events")
 
 DEFERRED_KIND = "payments.deferred_event"
 # An event kept for a subject that has not appeared: tried again for about a day (1, 2, 4 … s,
@@ -92,6 +90,8 @@ async def apply(
             session, reference=event.refund_reference, refund_id=event.refund_id
         )
         if refund is None:
+            if event.foreign:
+                return "ignored"  # a refund Kassa never made
             raise NotYet(f"refund {event.refund_reference or event.refund_id}")
         if refund.provider_reference is None and event.refund_reference:
             await payments.refund_sent(session, refund.id, event.refund_reference)
@@ -107,6 +107,7 @@ async def apply(
     if event.type not in (
         EventType.PAYMENT_SUCCEEDED,
         EventType.PAYMENT_FAILED,
+        EventType.PAYMENT_AUTHORIZED,
         EventType.DISPUTE_OPENED,
     ):
         return "ignored"
@@ -114,6 +115,8 @@ async def apply(
         session, provider_name, reference=event.provider_reference, payment_id=event.payment_id
     )
     if found is None:
+        if event.foreign:
+            return "ignored"  # a payment of another system on the same account
         raise NotYet(f"payment {event.provider_reference or event.payment_id}")
     payment, checkout = found
     if payment.status == PaymentStatus.CREATING:
@@ -122,6 +125,26 @@ async def apply(
         # The provider answered "create" but the answer was never stored (a crash in between):
         # the event tells it.
         await payments.store_created(session, payment, CreatedPayment(event.provider_reference))
+    if event.type is EventType.PAYMENT_AUTHORIZED:
+        # Reserved on the card, not taken: capture it (outside this transaction), unless it is
+        # for another amount or currency (then it is left to lapse) or the payment is settled.
+        if (
+            event.attempt_reference
+            and payments.success_matches(payment, event.amount, event.currency)
+            and payment.status
+            in (PaymentStatus.PENDING, PaymentStatus.PROCESSING, PaymentStatus.FAILED)
+        ):
+            await outbox.enqueue(
+                session,
+                CAPTURE_KIND,
+                {
+                    "provider": provider_name,
+                    "attempt_reference": event.attempt_reference,
+                    "amount": payment.amount,
+                    "currency": payment.currency,
+                },
+            )
+        return "processed"
     if event.type is EventType.DISPUTE_OPENED:
         order = await orders.order_for_checkout(session, checkout.id)
         if order is not None:

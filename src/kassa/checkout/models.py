@@ -49,10 +49,14 @@ class Coupon(Base):
 
 
 class ShippingRate(Base):
+    """What shipping to a country costs, in one currency: a cart pays the rate of its own
+    currency, never another currency's amount as if it were its own."""
+
     __tablename__ = "shipping_rates"
     __table_args__ = (CheckConstraint("amount >= 0", name="amount_not_negative"),)
 
     country: Mapped[str] = mapped_column(String(2), primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
     amount: Mapped[int] = mapped_column(BigInteger)
     free_above_amount: Mapped[int | None] = mapped_column(BigInteger)
 

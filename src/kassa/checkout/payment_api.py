@@ -95,6 +95,14 @@ async def stripe_webhook(request: Request) -> WebhookAck:
     return await _receive(request, "stripe")
 
 
+@router.post("/v1/webhooks/razorpay", response_model=WebhookAck)
+async def razorpay_webhook(request: Request) -> WebhookAck:
+    """Razorpay events, verified with `X-Razorpay-Signature` (HMAC-SHA256 of the raw body) by
+    the official SDK against each of KASSA_RAZORPAY_WEBHOOK_SECRET's secrets, deduplicated on
+    `x-razorpay-event-id`. 404 when Razorpay is not enabled."""
+    return await _receive(request, "razorpay")
+
+
 async def _receive(request: Request, provider_name: str) -> WebhookAck:
     providers = get_providers(request)
     if provider_name not in providers.names:

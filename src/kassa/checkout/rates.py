@@ -179,11 +179,26 @@ async def release_coupon(session: AsyncSession, code: str, *, uses: int = 1) -> 
 
 
 async def set_shipping_rate(
-    session: AsyncSession, *, country: str, amount: int, free_above_amount: int | None
+    session: AsyncSession,
+    *,
+    country: str,
+    currency: str,
+    amount: int,
+    free_above_amount: int | None,
 ) -> ShippingRate:
-    values = {"country": country, "amount": amount, "free_above_amount": free_above_amount}
-    await upsert(session, ShippingRate, values, key="country")
-    return await _rate(session, ShippingRate, country)
+    values = {
+        "country": country,
+        "currency": currency,
+        "amount": amount,
+        "free_above_amount": free_above_amount,
+    }
+    await upsert(session, ShippingRate, values, key=("country", "currency"))
+    result = await session.execute(
+        select(ShippingRate)
+        .where(ShippingRate.country == country, ShippingRate.currency == currency)
+        .execution_options(populate_existing=True)
+    )
+    return result.scalar_one()
 
 
 async def set_tax_rate(session: AsyncSession, *, country: str, basis_points: int) -> TaxRate:
@@ -193,8 +208,10 @@ async def set_tax_rate(session: AsyncSession, *, country: str, basis_points: int
     return await _rate(session, TaxRate, country)
 
 
-async def shipping_terms(session: AsyncSession, country: str) -> ShippingTerms | None:
-    rate = await session.get(ShippingRate, country)
+async def shipping_terms(
+    session: AsyncSession, country: str, currency: str
+) -> ShippingTerms | None:
+    rate = await session.get(ShippingRate, (country, currency))
     if rate is None:
         return None
     return ShippingTerms(rate.country, rate.amount, rate.free_above_amount)
@@ -211,11 +228,18 @@ async def list_rates(session: AsyncSession, model: type[R]) -> list[R]:
 
 
 async def delete_rate(
-    session: AsyncSession, model: type[ShippingRate] | type[TaxRate], country: str
+    session: AsyncSession,
+    model: type[ShippingRate] | type[TaxRate],
+    country: str,
+    *,
+    currency: str | None = None,
 ) -> None:
-    result = await session.execute(delete(model).where(model.country == country))
+    query = delete(model).where(model.country == country)
+    if currency is not None and model is ShippingRate:
+        query = query.where(ShippingRate.currency == currency)
+    result = await session.execute(query)
     if result.rowcount == 0:  # type: ignore[attr-defined]
-        raise RateNotFound(f"no rate for {country}")
+        raise RateNotFound(f"no rate for {country}" + (f" in {currency}" if currency else ""))
 
 
 async def _rate(session: AsyncSession, model: type[R], country: str) -> R:

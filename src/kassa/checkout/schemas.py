@@ -46,10 +46,12 @@ class CouponOut(BaseModel):
 class ShippingRateIn(Input):
     amount: Amount
     free_above_amount: Amount | None = None
+    currency: Currency | None = Field(default=None, description="default: KASSA_CURRENCY")
 
 
 class ShippingRateOut(BaseModel):
     country: str
+    currency: str
     amount: int
     free_above_amount: int | None
 
@@ -82,6 +84,14 @@ class CheckoutCreate(Input):
     shipping_address: AddressIn
     coupon_code: CouponCode | None = None
     provider: Literal["sandbox", "stripe", "razorpay"] | None = None
+
+
+class ConfirmIn(Input):
+    """Razorpay Checkout.js's handler arguments: `razorpay_payment_id` and
+    `razorpay_signature`."""
+
+    provider_payment_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    signature: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
 
 
 class SnapshotLineOut(BaseModel):

@@ -103,18 +103,14 @@ class _InputLine:
 
 
 async def _pricing_input(
-    session: AsyncSession, cart_id: str, country: str
+    session: AsyncSession, cart_id: str, country: str, currency: str
 ) -> tuple[list[_InputLine], pricing.ShippingTerms | None, int]:
     """The cart's lines with today's prices and the destination's rates, in ONE read (this is
     on the query budget, so it joins across the cart, catalog and rate tables directly)."""
-    shipping_amount = (
-        select(ShippingRate.amount).where(ShippingRate.country == country).scalar_subquery()
-    )
-    free_above = (
-        select(ShippingRate.free_above_amount)
-        .where(ShippingRate.country == country)
-        .scalar_subquery()
-    )
+    # The rate in the cart's own currency only.
+    rate_of = (ShippingRate.country == country, ShippingRate.currency == currency)
+    shipping_amount = select(ShippingRate.amount).where(*rate_of).scalar_subquery()
+    free_above = select(ShippingRate.free_above_amount).where(*rate_of).scalar_subquery()
     tax = select(TaxRate.basis_points).where(TaxRate.country == country).scalar_subquery()
     result = await session.execute(
         select(
@@ -196,7 +192,7 @@ async def start_checkout(
             # An earlier checkout whose time is up but that no sweep has ended yet.
             await _expire_open_checkouts_of(session, cart.id, now)
         lines, shipping_rate, tax_basis_points = await _pricing_input(
-            session, cart.id, address.country
+            session, cart.id, address.country, cart.currency
         )
         if not lines:
             raise EmptyCart("add items to the cart before checking out")

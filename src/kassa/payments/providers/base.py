@@ -11,9 +11,32 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from kassa.errors import KassaError
+
+
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """A request header by its lower-case name, whatever case it came in."""
+    for key, value in headers.items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+def text_or_none(value: Any) -> str | None:
+    """A provider's field as Kassa stores it (a string of at most 255 characters)."""
+    return None if value is None else str(value)[:255]
+
+
+def amount_or_none(value: Any) -> int | None:
+    """A provider's amount in minor units, or None where it gave none (or nonsense)."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 class EventType(StrEnum):
@@ -21,6 +44,9 @@ class EventType(StrEnum):
 
     PAYMENT_SUCCEEDED = "payment.succeeded"
     PAYMENT_FAILED = "payment.failed"
+    # The money is reserved on the buyer's card but not taken yet (Razorpay without
+    # auto-capture): Kassa asks the provider to capture it.
+    PAYMENT_AUTHORIZED = "payment.authorized"
     REFUND_SUCCEEDED = "refund.succeeded"
     REFUND_FAILED = "refund.failed"
     DISPUTE_OPENED = "dispute.opened"
@@ -89,6 +115,11 @@ class ProviderEvent:
     failure_code: str | None = None
     refund_reference: str | None = None
     refund_id: str | None = None
+    # The provider's id of this one attempt to pay (Razorpay's payment id, for capture).
+    attempt_reference: str | None = None
+    # The provider says the subject is not Kassa's (a Stripe object without Kassa's metadata:
+    # made by another system on the same account, or by hand in the dashboard).
+    foreign: bool = False
     raw: Mapping[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
@@ -103,6 +134,8 @@ class ProviderEvent:
             "failure_code": self.failure_code,
             "refund_reference": self.refund_reference,
             "refund_id": self.refund_id,
+            "attempt_reference": self.attempt_reference,
+            "foreign": self.foreign,
         }
 
     @classmethod
@@ -132,4 +165,24 @@ class PaymentProvider(Protocol):
 
     async def fetch_payment(self, provider_reference: str) -> ProviderPayment:
         """What the provider says became of a payment."""
+        ...
+
+
+@runtime_checkable
+class CapturesPayments(Protocol):
+    """A provider whose payments may need capturing after authorization."""
+
+    async def capture(self, attempt_reference: str, amount: int, currency: str) -> None: ...
+
+
+@runtime_checkable
+class ConfirmsOnClient(Protocol):
+    """A provider whose browser checkout hands the buyer a signed confirmation (Razorpay's
+    Checkout.js), which Kassa verifies and then checks with the provider."""
+
+    async def confirm(
+        self, *, provider_reference: str, attempt_reference: str, signature: str
+    ) -> ProviderPayment:
+        """Verify the signature (InvalidSignature), then ask the provider what became of the
+        attempt: status "succeeded", "failed", "authorized" or "pending"."""
         ...

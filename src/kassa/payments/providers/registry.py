@@ -8,6 +8,7 @@ from kassa.config import Settings
 from kassa.db import Database
 from kassa.errors import InvalidInput
 from kassa.payments.providers.base import PaymentProvider
+from kassa.payments.providers.razorpay import RazorpayProvider
 from kassa.payments.providers.sandbox import SandboxProvider
 from kassa.payments.providers.stripe import StripeProvider
 
@@ -30,6 +31,15 @@ class Providers:
                 publishable_key=settings.stripe_publishable_key,
                 webhook_secrets=settings.webhook_secrets("stripe"),
                 api_base=settings.stripe_api_base,
+                timeout_seconds=settings.provider_timeout_seconds,
+            )
+        if settings.razorpay_enabled and settings.razorpay_key_secret is not None:
+            assert settings.razorpay_key_id is not None
+            enabled["razorpay"] = RazorpayProvider(
+                key_id=settings.razorpay_key_id,
+                key_secret=settings.razorpay_key_secret.get_secret_value(),
+                webhook_secrets=settings.webhook_secrets("razorpay"),
+                api_base=settings.razorpay_api_base,
                 timeout_seconds=settings.provider_timeout_seconds,
             )
         return cls(enabled, settings.payment_provider)

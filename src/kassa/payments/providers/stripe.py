@@ -26,6 +26,9 @@ from kassa.payments.providers.base import (
     ProviderRefused,
     ProviderUnavailable,
     RefundResult,
+    amount_or_none,
+    header,
+    text_or_none,
 )
 
 NAME = "stripe"
@@ -79,7 +82,7 @@ class StripeProvider:
         return CreatedPayment(intent.id, intent.client_secret, data)
 
     def verify_webhook(self, body: bytes, headers: Mapping[str, str]) -> ProviderEvent:
-        signature = _header(headers, "stripe-signature")
+        signature = header(headers, "stripe-signature")
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
@@ -141,8 +144,8 @@ def intent_state(intent: Mapping[str, Any]) -> ProviderPayment:
     return ProviderPayment(
         provider_reference=str(intent.get("id")),
         status=verdict,
-        amount=_amount(intent.get("amount_received") or intent.get("amount")),
-        currency=_text(intent.get("currency")),
+        amount=amount_or_none(intent.get("amount_received") or intent.get("amount")),
+        currency=text_or_none(intent.get("currency")),
         failure_code=_failure_code(intent) if verdict == "failed" else None,
     )
 
@@ -169,13 +172,14 @@ def read_event(payload: Any) -> ProviderEvent:
             type=EventType.PAYMENT_SUCCEEDED
             if kind == "payment_intent.succeeded"
             else EventType.PAYMENT_FAILED,
-            provider_reference=_text(thing.get("id")),
-            payment_id=_text(metadata.get("kassa_payment_id")),
+            provider_reference=text_or_none(thing.get("id")),
+            payment_id=text_or_none(metadata.get("kassa_payment_id")),
             amount=state.amount,
             currency=state.currency,
             failure_code=None
             if kind == "payment_intent.succeeded"
             else (_failure_code(thing) or "canceled"),
+            foreign="kassa_payment_id" not in metadata,
             raw=payload,
         )
     if kind in ("refund.created", "refund.updated", "refund.failed"):
@@ -189,10 +193,10 @@ def read_event(payload: Any) -> ProviderEvent:
         return ProviderEvent(
             event_id=event_id,
             type=EventType.DISPUTE_OPENED,
-            provider_reference=_text(thing.get("payment_intent")),
-            amount=_amount(thing.get("amount")),
-            currency=_text(thing.get("currency")),
-            failure_code=_text(thing.get("reason")),
+            provider_reference=text_or_none(thing.get("payment_intent")),
+            amount=amount_or_none(thing.get("amount")),
+            currency=text_or_none(thing.get("currency")),
+            failure_code=text_or_none(thing.get("reason")),
             raw=payload,
         )
     return ProviderEvent(event_id=event_id, type=EventType.OTHER, raw=payload)
@@ -211,12 +215,13 @@ def _refund_event(
     return ProviderEvent(
         event_id=event_id,
         type=event_type,
-        provider_reference=_text(refund.get("payment_intent")),
-        amount=_amount(refund.get("amount")),
-        currency=_text(refund.get("currency")),
-        failure_code=_text(refund.get("failure_reason")),
-        refund_reference=_text(refund.get("id")),
-        refund_id=_text((refund.get("metadata") or {}).get("kassa_refund_id")),
+        provider_reference=text_or_none(refund.get("payment_intent")),
+        amount=amount_or_none(refund.get("amount")),
+        currency=text_or_none(refund.get("currency")),
+        failure_code=text_or_none(refund.get("failure_reason")),
+        refund_reference=text_or_none(refund.get("id")),
+        refund_id=text_or_none((refund.get("metadata") or {}).get("kassa_refund_id")),
+        foreign="kassa_refund_id" not in (refund.get("metadata") or {}),
         raw=payload,
     )
 
@@ -226,24 +231,4 @@ def _failure_code(intent: Mapping[str, Any]) -> str | None:
     code = error.get("decline_code") or error.get("code")
     if code is None and intent.get("status") == "canceled":
         code = intent.get("cancellation_reason") or "canceled"
-    return _text(code)
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    for key, value in headers.items():
-        if key.lower() == name:
-            return value
-    return None
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)[:255]
-
-
-def _amount(value: Any) -> int | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
+    return text_or_none(code)
