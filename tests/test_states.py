@@ -86,7 +86,7 @@ EXPECTED: dict[str, tuple[set[tuple[str, str]], set[tuple[str, str]]]] = {
         },
     ),
     "refund": (
-        {("pending", "succeeded"), ("pending", "failed")},
+        {("pending", "succeeded"), ("pending", "failed"), ("succeeded", "failed")},
         {("succeeded", "succeeded"), ("failed", "failed")},
     ),
     "order": (

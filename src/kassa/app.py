@@ -98,12 +98,12 @@ def wire(app: FastAPI, db: Database, settings: Settings, http: httpx.AsyncClient
         )
     box.register(
         payment_records.REFUND_KIND,
-        refund_sender(db, providers, ctx.hooks, timeout_seconds=settings.provider_timeout_seconds),
+        refund_sender(db, providers, ctx.hooks),
         FOREVER,
     )
     box.register(
         CAPTURE_KIND,
-        capture_sender(providers, timeout_seconds=settings.provider_timeout_seconds),
+        capture_sender(providers),
     )
     box.register(events.DEFERRED_KIND, events.deferred_applier(db, ctx), events.DEFERRED_POLICY)
     box.register(completion.ALERT_KIND, send_alert)

@@ -67,6 +67,11 @@ def _document(app: FastAPI) -> dict[str, Any]:
                     "description": _ERRORS[status],
                     "content": {PROBLEM_JSON: {"schema": _PROBLEM_REF}},
                 }
+            for status, response in responses.items():
+                # Errors a route declares itself (502 provider_unavailable, 400
+                # invalid_signature) are problem+json like every other error.
+                if status.startswith(("4", "5")):
+                    response["content"] = {PROBLEM_JSON: {"schema": _PROBLEM_REF}}
             if (method, path) in _PUBLIC and needs_token:
                 operation["security"] = [*operation["security"], {}]
                 responses.pop("403", None)

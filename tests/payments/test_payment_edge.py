@@ -24,7 +24,7 @@ from tests.checkout.flow import (
     start_checkout,
     stock,
 )
-from tests.payments.edge import unreliable_sandbox
+from tests.payments.edge import app_of, unreliable_sandbox
 from tests.payments.test_webhooks import WEBHOOK, paid_checkout, signed
 
 
@@ -330,3 +330,39 @@ async def test_webhook_and_reconcile_racing_make_one_order(
     assert seen["state"] == "completed"
     gem = await stock(client, "GEM", admin.headers)
     assert (gem["on_hand"], gem["reserved"]) == (4, 0)
+
+
+async def test_a_refused_refund_of_money_without_an_order_raises_an_alert(
+    client, admin, settings, db, make_product
+) -> None:
+    """The buyer cancelled, then the payment succeeded: Kassa refunds it, the provider says
+    no. The money is still taken and no order exists: a person must know."""
+    provider = unreliable_sandbox(client)
+    provider.refuse_refunds = True
+    checkout, access, event = await paid_checkout(client, admin, make_product)
+    response = await client.post(f"/v1/checkouts/{checkout['id']}/cancel", headers=access)
+    assert response.json()["state"] == "cancelled"
+    body, headers = signed(settings, event)
+    await client.post(WEBHOOK, content=body, headers=headers)
+    await deliver(client, admin.headers)
+    [refund] = await rows(db, Refund)
+    assert (refund.order_id, refund.status) == (None, "failed")
+    alerts = await rows(db, OutboxMessage, OutboxMessage.kind == "alert")
+    assert [(a.payload["type"], a.payload["refund_id"]) for a in alerts] == [
+        ("refund.failed", refund.id)
+    ]
+
+
+async def test_two_sweepers_ask_the_provider_about_an_interrupted_start_once(
+    client, admin, make_product, db, settings
+) -> None:
+    provider = unreliable_sandbox(client)
+    provider.delay = 0.2
+    checkout, _ = await interrupted_start(client, admin, make_product, db, settings)
+    clock.advance(recovery.interrupted_after(settings) + timedelta(seconds=1))
+    providers = app_of(client).state.providers
+    finished = await asyncio.gather(
+        *(recovery.finish_interrupted_starts(db, settings, providers) for _ in range(3))
+    )
+    assert sorted(finished) == [0, 0, 1]
+    assert provider.creates == [checkout["payment_id"]]

@@ -322,3 +322,23 @@ async def test_razorpay_down_gives_502_and_an_interrupted_start_finds_its_order(
     assert seen["state"] == "open"
     assert seen["payment"]["provider_reference"] == lost.provider_reference  # the same order
     assert [o["receipt"] for o in fake_razorpay_api.orders.values()].count(made.checkout.id) == 1
+
+
+async def test_razorpay_down_during_confirm_is_a_502_and_odd_signatures_a_400(
+    client, admin, make_product, fake_razorpay_api: FakeRazorpay
+) -> None:
+    checkout, access = await razorpay_checkout(client, admin, make_product)
+    paid_id, signature = fake_razorpay_api.pay(checkout["payment"]["provider_reference"])
+    fake_razorpay_api.down = True
+    response = await confirm(client, checkout, access, paid_id, signature)
+    assert (response.status_code, response.json()["code"]) == (502, "provider_unavailable")
+    fake_razorpay_api.down = False
+    response = await confirm(client, checkout, access, paid_id, "\u00e9" * 64)
+    assert (response.status_code, response.json()["code"]) == (400, "invalid_signature")
+    body, headers = signed(fake_razorpay_api.event("payment.captured", paid_id))
+    odd = {**headers, "x-razorpay-signature": "\u00e9".encode() * 8}  # not ASCII on the wire
+    response = await client.post(WEBHOOK, content=body, headers=odd)
+    assert (response.status_code, response.json()["code"]) == (400, "invalid_signature")
+    assert (await confirm(client, checkout, access, paid_id, signature)).json()["state"] == (
+        "completed"
+    )

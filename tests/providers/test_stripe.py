@@ -363,3 +363,75 @@ async def test_events_about_what_kassa_never_made_are_ignored(
         assert (await send(client, event))["outcome"] == "ignored"
     assert await count(db, OutboxMessage) == 0  # nothing kept for later
     assert await count(db, Order) == 0
+
+
+async def test_a_refund_that_fails_after_it_succeeded_is_given_back(
+    client, admin, make_product, fake_stripe_api: FakeStripe, db
+) -> None:
+    checkout, access = await stripe_checkout(client, admin, make_product)
+    await send(client, fake_stripe_api.pay(checkout["payment"]["provider_reference"]))
+    order = await order_of(client, checkout, access)
+    await client.post(
+        f"/v1/orders/{order['id']}/refunds", json={"reason": "wet"}, headers=admin.headers
+    )
+    await deliver(client, admin.headers)
+    [refund] = await rows(db, Refund)
+    assert refund.status == "succeeded"  # Stripe said so at once
+    [sent] = fake_stripe_api.refunds.values()
+    later = fake_stripe_api.event(
+        "refund.failed", {**sent, "status": "failed", "failure_reason": "lost_or_stolen_card"}
+    )
+    assert (await send(client, later))["outcome"] == "processed"
+    [refund] = await rows(db, Refund)
+    assert (refund.status, refund.failure_code) == ("failed", "lost_or_stolen_card")
+    order = (await client.get(f"/v1/orders/{order['id']}", headers=admin.headers)).json()
+    assert (order["payment_status"], order["refunded_amount"]) == ("paid", 0)
+    alerts = await rows(db, OutboxMessage, OutboxMessage.kind == "alert")
+    assert [a.payload["type"] for a in alerts] == ["refund.failed"]
+
+
+async def test_reconcile_finds_a_second_attempt_after_a_decline(
+    client, admin, make_product, fake_stripe_api: FakeStripe, stripe_settings, db
+) -> None:
+    """The card is declined (webhook delivered), the buyer pays with another card in the
+    Payment Element, and that webhook is lost: reconcile asks about failed payments too."""
+    checkout, access = await stripe_checkout(client, admin, make_product)
+    intent_id = checkout["payment"]["provider_reference"]
+    await send(client, fake_stripe_api.decline(intent_id))
+    fake_stripe_api.pay(intent_id)  # its webhook never arrives
+    clock.advance(timedelta(seconds=stripe_settings.reconcile_after_seconds + 1))
+    result = (await client.post("/v1/admin/jobs/reconcile", headers=admin.headers)).json()
+    assert (result["checked"], result["succeeded"]) == (1, 1)
+    assert (await order_of(client, checkout, access))["status"] == "paid"
+
+
+async def test_a_key_stripe_rejects_is_retried_not_a_refused_refund(
+    client, admin, make_product, fake_stripe_api: FakeStripe, db
+) -> None:
+    from tests.providers import fake_stripe
+
+    checkout, access = await stripe_checkout(client, admin, make_product)
+    await send(client, fake_stripe_api.pay(checkout["payment"]["provider_reference"]))
+    order = await order_of(client, checkout, access)
+    await client.post(
+        f"/v1/orders/{order['id']}/refunds", json={"reason": "x"}, headers=admin.headers
+    )
+    fake_stripe.SECRET_KEY, original = "sk_test_rotated", fake_stripe.SECRET_KEY
+    try:
+        await deliver(client, admin.headers)  # 401: an AuthenticationError, tried again later
+    finally:
+        fake_stripe.SECRET_KEY = original
+    [refund] = await rows(db, Refund)
+    assert refund.status == "pending"
+    [job] = await rows(db, OutboxMessage, OutboxMessage.kind == "payments.refund")
+    assert (job.state, job.last_error) == ("pending", "refund not sent: ProviderUnavailable")
+
+
+async def test_a_signature_that_is_not_ascii_is_a_400(
+    client, admin, make_product, fake_stripe_api: FakeStripe
+) -> None:
+    checkout, _ = await stripe_checkout(client, admin, make_product)
+    body, _ = signed(fake_stripe_api.pay(checkout["payment"]["provider_reference"]))
+    header = f"t={int(time.time())},v1=\u00e9\u00e9".encode()  # not ASCII on the wire
+    response = await client.post(WEBHOOK, content=body, headers={"stripe-signature": header})
+    assert (response.status_code, response.json()["code"]) == (400, "invalid_signature")

@@ -35,6 +35,7 @@ from kassa.payments.providers.base import (
     EventType,
     InvalidSignature,
     ProviderEvent,
+    ProviderUnavailable,
 )
 from kassa.payments.service import PaymentView
 
@@ -131,6 +132,8 @@ async def create_checkout(
         took = (time.perf_counter() - started) * 1000
 
         async def give_up(session: AsyncSession) -> None:
+            # Always True here: only the sweeper moves a `creating` payment on, and it waits
+            # 2 x KASSA_PROVIDER_TIMEOUT_SECONDS + 30 s, long after this request gave up.
             await service.abandon_start(session, payment.id, code)
             await phases.record(
                 session, made.checkout.id, "payment", "failed", code=code, duration_ms=took
@@ -241,7 +244,10 @@ async def cancel_checkout(
 @router.post(
     "/{checkout_id}/confirm",
     response_model=CheckoutOut,
-    responses={400: {"description": "invalid_signature: the checkout signature is not valid"}},
+    responses={
+        400: {"description": "invalid_signature: the checkout signature is not valid"},
+        502: {"description": "provider_unavailable: the provider did not answer"},
+    },
 )
 async def confirm_checkout(
     checkout_id: CheckoutId, body: ConfirmIn, access: Access, request: Request
@@ -264,11 +270,18 @@ async def confirm_checkout(
         )
     if body.signature is None:
         raise InvalidSignature("the checkout signature is missing")
-    said = await provider.confirm(
-        provider_reference=payment.provider_reference,
-        attempt_reference=body.provider_payment_id,
-        signature=body.signature,
-    )
+    try:
+        said = await provider.confirm(
+            provider_reference=payment.provider_reference,
+            attempt_reference=body.provider_payment_id,
+            signature=body.signature,
+        )
+    except ProviderUnavailable:
+        raise service.ProviderUnavailableError(
+            f"the payment provider {payment.provider!r} did not answer; confirm again, or wait "
+            "for its webhook",
+            provider=payment.provider,
+        ) from None
     kinds = {
         "succeeded": EventType.PAYMENT_SUCCEEDED,
         "failed": EventType.PAYMENT_FAILED,

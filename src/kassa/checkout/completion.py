@@ -37,7 +37,7 @@ from kassa.outbox import service as outbox
 from kassa.payments import service as payments
 from kassa.payments.models import Payment
 
-ALERT_KIND = "alert"
+ALERT_KIND = payments.ALERT_KIND
 
 
 @dataclass(frozen=True)

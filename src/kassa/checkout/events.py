@@ -211,6 +211,13 @@ async def order_refund_failed(session: AsyncSession, refund: Refund) -> None:
         await orders.refund_failed(session, refund)
 
 
+async def lock_order_of(session: AsyncSession, refund: Refund) -> None:
+    if refund.order_id is not None:
+        await orders.lock_order(session, refund.order_id)
+
+
 REFUND_HOOKS = refunds.RefundHooks(
-    on_succeeded=order_refund_succeeded, on_failed=order_refund_failed
+    on_succeeded=order_refund_succeeded,
+    on_failed=order_refund_failed,
+    lock_first=lock_order_of,
 )

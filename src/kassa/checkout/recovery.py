@@ -29,10 +29,12 @@ from kassa.db import Database
 from kassa.payments import service as payments
 from kassa.payments.providers.base import EventType, ProviderEvent
 from kassa.payments.providers.registry import Providers
+from kassa.payments.states import PaymentStatus
 
 log = structlog.get_logger("kassa.recovery")
 
-BATCH = 100
+# Interrupted starts asked about per sweep (together), and payments reconciled per sweep.
+BATCH = 20
 
 
 def interrupted_after(settings: Settings) -> timedelta:
@@ -42,48 +44,40 @@ def interrupted_after(settings: Settings) -> timedelta:
 
 
 async def finish_interrupted_starts(db: Database, settings: Settings, providers: Providers) -> int:
-    """Returns how many interrupted starts were finished (stored or given up)."""
+    """Returns how many interrupted starts were finished (stored or given up). Each is claimed
+    first (several sweepers never ask the provider about the same one at once), and a batch is
+    asked about together, so a provider that does not answer costs one timeout per sweep."""
     older_than = clock.now() - interrupted_after(settings)
-    async with db.read() as session:
-        stuck = await payments.stuck_in_creating(session, older_than=older_than, limit=BATCH)
-        found = [await payments.get_payment(session, payment_id) for payment_id in stuck]
-    finished = 0
-    for payment in found:
-        try:
-            provider = providers.get(payment.provider)
-            created = await asyncio.wait_for(
-                provider.create_payment(
-                    payment_id=payment.id,
-                    checkout_id=payment.checkout_id,
-                    amount=payment.amount,
-                    currency=payment.currency,
-                ),
-                timeout=settings.provider_timeout_seconds,
-            )
-        except Exception as error:
-            log.warning(
-                "interrupted_start_given_up",
+    claimed = await db.run(
+        lambda s: payments.claim_interrupted(s, older_than=older_than, limit=BATCH)
+    )
+    outcomes = await asyncio.gather(
+        *(_finish(db, settings, providers, payment) for payment in claimed)
+    )
+    return sum(outcomes)
+
+
+async def _finish(db: Database, settings: Settings, providers: Providers, payment: Any) -> int:
+    try:
+        provider = providers.get(payment.provider)
+        created = await asyncio.wait_for(
+            provider.create_payment(
                 payment_id=payment.id,
-                error_type=type(error).__name__,
-            )
-            payment_id = payment.id
-
-            async def give_up(session: AsyncSession, payment_id: str = payment_id) -> bool:
-                return await checkouts.abandon_start(session, payment_id, "provider_unavailable")
-
-            await db.run(give_up)
-        else:
-            payment_id = payment.id
-
-            async def store(
-                session: AsyncSession, payment_id: str = payment_id, created: Any = created
-            ) -> None:
-                await checkouts.payment_created(session, payment_id, created, payment_ms=0.0)
-
-            await db.run(store)
-            log.info("interrupted_start_finished", payment_id=payment.id)
-        finished += 1
-    return finished
+                checkout_id=payment.checkout_id,
+                amount=payment.amount,
+                currency=payment.currency,
+            ),
+            timeout=settings.provider_timeout_seconds,
+        )
+    except Exception as error:
+        log.warning(
+            "interrupted_start_given_up", payment_id=payment.id, error_type=type(error).__name__
+        )
+        await db.run(lambda s: checkouts.abandon_start(s, payment.id, "provider_unavailable"))
+        return 1
+    await db.run(lambda s: checkouts.payment_created(s, payment.id, created, payment_ms=0.0))
+    log.info("interrupted_start_finished", payment_id=payment.id)
+    return 1
 
 
 @dataclass
@@ -117,7 +111,8 @@ async def reconcile(
             )
             result.unchanged += 1
             continue
-        if said.status not in ("succeeded", "failed"):
+        known_failure = said.status == "failed" and payment.status == PaymentStatus.FAILED
+        if said.status not in ("succeeded", "failed") or known_failure:
             result.unchanged += 1
             payment_id = payment.id
             await db.run(lambda s, payment_id=payment_id: payments.asked_provider(s, payment_id))  # type: ignore[misc]

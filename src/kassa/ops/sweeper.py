@@ -62,11 +62,6 @@ async def run_sweep(
     t0 = time.perf_counter()
     result = SweepResult()
     limit = settings.sweep_batch_size
-    if payments is not None:
-        # First: an interrupted start either gets its payment or gives its stock back now.
-        result.finished_starts = await recovery.finish_interrupted_starts(
-            db, settings, payments.providers
-        )
     while True:
         now = clock.now()
 
@@ -89,6 +84,11 @@ async def run_sweep(
         if expired < limit:
             break
     if payments is not None:
+        # After the expiries (they need no provider): an interrupted start either gets its
+        # payment or gives its stock back; then payments whose webhook never came are looked up.
+        result.finished_starts = await recovery.finish_interrupted_starts(
+            db, settings, payments.providers
+        )
         reconciled = await recovery.reconcile(db, payments.events, payments.providers, settings)
         result.reconciled = reconciled.succeeded + reconciled.failed
     result.forgotten_idempotency_keys = await db.run(idempotency.purge_expired)

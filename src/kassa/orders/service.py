@@ -249,6 +249,12 @@ async def get_order(session: AsyncSession, order_id: str) -> Order:
     return order
 
 
+async def lock_order(session: AsyncSession, order_id: str) -> None:
+    """Lock the order row (PostgreSQL; SQLite's writer lock covers it already)."""
+    if (await session.connection()).dialect.name == "postgresql":
+        await session.execute(select(Order.id).where(Order.id == order_id).with_for_update())
+
+
 async def order_for_checkout(session: AsyncSession, checkout_id: str) -> Order | None:
     return await session.scalar(select(Order).where(Order.checkout_id == checkout_id))
 

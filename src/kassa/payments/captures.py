@@ -3,8 +3,6 @@ called outside any transaction; capturing twice is done, not an error)."""
 
 from __future__ import annotations
 
-import asyncio
-
 import structlog
 
 from kassa.outbox.service import Claimed, DeliveryFailed, Handler
@@ -15,25 +13,23 @@ CAPTURE_KIND = "payments.capture"
 log = structlog.get_logger("kassa.payments")
 
 
-def capture_sender(providers: Providers, *, timeout_seconds: float) -> Handler:
+def capture_sender(providers: Providers) -> Handler:
     async def capture(message: Claimed) -> None:
         payload = message.payload
         provider = providers.get(str(payload["provider"]))
         if not isinstance(provider, CapturesPayments):
             return
         try:
-            await asyncio.wait_for(
-                provider.capture(
-                    str(payload["attempt_reference"]),
-                    int(payload["amount"]),
-                    str(payload["currency"]),
-                ),
-                timeout=timeout_seconds,
+            # Bounded by the adapter's own per-call timeout (see refunds.py).
+            await provider.capture(
+                str(payload["attempt_reference"]),
+                int(payload["amount"]),
+                str(payload["currency"]),
             )
         except ProviderRefused as refused:
             # The authorization lapses by itself; reconcile then sees the payment failed.
             log.warning("capture_refused", attempt=payload["attempt_reference"], code=refused.code)
-        except (ProviderUnavailable, TimeoutError) as error:
+        except ProviderUnavailable as error:
             raise DeliveryFailed(f"capture not sent: {type(error).__name__}") from None
 
     return capture

@@ -8,7 +8,6 @@ not answer is tried again, forever: money is never given up on.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -35,6 +34,10 @@ class RefundHooks:
 
     on_succeeded: RefundHook = _nothing
     on_failed: RefundHook = _nothing
+    # Called before a refusal touches the payment row: the order row must be locked first,
+    # the order in which refunds and cancels take them (order, then payment), or two of them
+    # could deadlock on PostgreSQL.
+    lock_first: RefundHook = _nothing
 
 
 async def settle(
@@ -46,15 +49,14 @@ async def settle(
             await hooks.on_succeeded(session, refund)
             return True
         return False
+    await hooks.lock_first(session, refund)
     if await payments.refund_failed(session, refund, code):
         await hooks.on_failed(session, refund)
         return True
     return False
 
 
-def refund_sender(
-    db: Database, providers: Providers, hooks: RefundHooks, *, timeout_seconds: float
-) -> Handler:
+def refund_sender(db: Database, providers: Providers, hooks: RefundHooks) -> Handler:
     async def send(message: Claimed) -> None:
         refund_id = str(message.payload["refund_id"])
         async with db.read() as session:
@@ -70,14 +72,15 @@ def refund_sender(
             raise DeliveryFailed(f"payment {payment.id} has no provider reference yet")
         provider = providers.get(provider_name)
         try:
-            result = await asyncio.wait_for(
-                provider.refund(
-                    provider_reference=reference,
-                    amount=amount,
-                    currency=currency,
-                    refund_id=refund_id,
-                ),
-                timeout=timeout_seconds,
+            # No outer timeout: every adapter bounds each of its calls itself. One around
+            # several calls (Razorpay: look for the refund, then make it) could give up while a
+            # call it cannot stop (a thread) still makes the refund, and the retry would find
+            # nothing yet and refund again.
+            result = await provider.refund(
+                provider_reference=reference,
+                amount=amount,
+                currency=currency,
+                refund_id=refund_id,
             )
         except ProviderRefused as refused:
             code = refused.code
@@ -89,7 +92,7 @@ def refund_sender(
 
             await db.run(fail)
             return
-        except (ProviderUnavailable, TimeoutError) as error:
+        except ProviderUnavailable as error:
             raise DeliveryFailed(f"refund not sent: {type(error).__name__}") from None
 
         async def record(session: AsyncSession) -> None:

@@ -33,6 +33,8 @@ from kassa.payments.states import (
 )
 
 REFUND_KIND = "payments.refund"
+# Outbox messages for the shop's staff (ops/alerts.py delivers them): money that needs a person.
+ALERT_KIND = "alert"
 # Reconcile stops asking about a payment this long after it was made (providers give up
 # retrying their webhooks after about three days; a buyer who never paid never will).
 RECONCILE_WINDOW = timedelta(days=3)
@@ -114,8 +116,11 @@ async def store_created(session: AsyncSession, payment: Payment, created: Create
     now = clock.now()
     if payment.provider_reference is None:
         payment.provider_reference = created.provider_reference
-    payment.client_secret = created.client_secret
-    payment.client_data = dict(created.client_data) or None
+    if payment.provider_reference == created.provider_reference:
+        # Only the answer about the payment Kassa keeps: a second payment made at the provider
+        # (a provider without idempotency keys, asked twice) never replaces the first.
+        payment.client_secret = created.client_secret
+        payment.client_data = dict(created.client_data) or None
     payment.updated_at = now
     if payment.status == PaymentStatus.CREATING:
         PAYMENT.check(payment.status, PaymentStatus.PENDING)
@@ -135,18 +140,36 @@ async def creation_failed(session: AsyncSession, payment: Payment, code: str) ->
     return True
 
 
-async def stuck_in_creating(
+async def claim_interrupted(
     session: AsyncSession, *, older_than: datetime, limit: int
-) -> list[str]:
+) -> list[Payment]:
     """Payments whose start was interrupted (a process died between recording the payment and
-    storing the provider's answer)."""
-    result = await session.execute(
+    storing the provider's answer), untouched since `older_than`. Claimed: their `updated_at`
+    moves to now in the same statement, so of several sweepers only one takes each, and
+    nobody takes it again before `older_than` has passed once more."""
+    due = (
         select(Payment.id)
-        .where(Payment.status == PaymentStatus.CREATING, Payment.created_at <= older_than)
-        .order_by(Payment.created_at)
+        .where(Payment.status == PaymentStatus.CREATING, Payment.updated_at <= older_than)
+        .order_by(Payment.updated_at)
         .limit(limit)
     )
-    return [row[0] for row in result]
+    if (await session.connection()).dialect.name == "postgresql":
+        due = due.with_for_update(skip_locked=True)
+    ids = [row[0] for row in await session.execute(due)]
+    if not ids:
+        return []
+    result = await session.execute(
+        update(Payment)
+        .where(
+            Payment.id.in_(ids),
+            Payment.status == PaymentStatus.CREATING,
+            Payment.updated_at <= older_than,
+        )
+        .values(updated_at=clock.now())
+        .returning(Payment)
+        .execution_options(synchronize_session=False)
+    )
+    return list(result.scalars())
 
 
 async def start_processing(session: AsyncSession, payment: Payment) -> None:
@@ -223,7 +246,11 @@ async def pending_at_provider(
     result = await session.execute(
         select(Payment)
         .where(
-            Payment.status.in_([PaymentStatus.PENDING, PaymentStatus.PROCESSING]),
+            # Failed too: the buyer may have paid again in the provider's own form (Stripe's
+            # Payment Element, Razorpay's Checkout.js) and that webhook may be the lost one.
+            Payment.status.in_(
+                [PaymentStatus.PENDING, PaymentStatus.PROCESSING, PaymentStatus.FAILED]
+            ),
             Payment.provider_reference.is_not(None),
             Payment.updated_at <= older_than,
             Payment.created_at >= clock.now() - RECONCILE_WINDOW,
@@ -351,7 +378,12 @@ async def refund_sent(session: AsyncSession, refund_id: str, provider_reference:
 async def refund_succeeded(
     session: AsyncSession, refund: Refund, *, at: datetime | None = None
 ) -> bool:
-    """The provider confirms a refund; False if that changes nothing (known already)."""
+    """The provider confirms a refund; False if that changes nothing (known already). A
+    success for a refund Kassa had recorded as refused (and given back) changes nothing either,
+    but a person must look: the money may have gone back twice."""
+    if refund.status == RefundStatus.FAILED:
+        await _alert(session, "refund.succeeded_after_failing", refund)
+        return False
     if not REFUND.plan(refund.status, RefundStatus.SUCCEEDED):
         return False
     refund.status = RefundStatus.SUCCEEDED
@@ -375,8 +407,26 @@ async def refund_failed(session: AsyncSession, refund: Refund, failure_code: str
         PAYMENT.check(payment.status, target)
         payment.status = target
         payment.updated_at = clock.now()
+    # Money that should have gone back did not (for an order, or for a payment that has none:
+    # a late or cancelled checkout's, or one under review): a person must act on it.
+    await _alert(session, "refund.failed", refund)
     await session.flush()
     return True
+
+
+async def _alert(session: AsyncSession, kind: str, refund: Refund) -> None:
+    await outbox.enqueue(
+        session,
+        ALERT_KIND,
+        {
+            "type": kind,
+            "refund_id": refund.id,
+            "payment_id": refund.payment_id,
+            "order_id": refund.order_id,
+            "amount": refund.amount,
+            "failure_code": refund.failure_code,
+        },
+    )
 
 
 async def asked_provider(session: AsyncSession, payment_id: str) -> None:

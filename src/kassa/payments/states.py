@@ -73,7 +73,9 @@ REFUND = Machine(
     RefundStatus,
     {
         RefundStatus.PENDING: frozenset({RefundStatus.SUCCEEDED, RefundStatus.FAILED}),
-        RefundStatus.SUCCEEDED: frozenset(),
+        # A refund can fail after the provider first reported it done (Stripe says so of
+        # refunds to some cards): the money did not go back, and Kassa gives it back.
+        RefundStatus.SUCCEEDED: frozenset({RefundStatus.FAILED}),
         RefundStatus.FAILED: frozenset(),
     },
     already_done=frozenset(

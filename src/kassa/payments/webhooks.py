@@ -15,14 +15,17 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import cast
 
+import structlog
 from sqlalchemy import Table, delete, insert, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kassa import clock
 from kassa.db import Database, insert_new
+from kassa.errors import KassaError
 from kassa.payments.models import WebhookEvent, WebhookReceipt
-from kassa.payments.providers.base import PaymentProvider, ProviderEvent
+from kassa.payments.providers.base import InvalidSignature, PaymentProvider, ProviderEvent
 
+log = structlog.get_logger("kassa.webhooks")
 events_table = cast(Table, WebhookEvent.__table__)
 receipts_table = cast(Table, WebhookReceipt.__table__)
 
@@ -34,9 +37,15 @@ async def verify(
     provider's InvalidSignature or InvalidEvent raised."""
     try:
         return provider.verify_webhook(body, headers)
-    except Exception:
+    except KassaError:
         await db.run(lambda s: receipt(s, provider.name, None, "rejected"))
         raise
+    except Exception as error:
+        # Anything else an SDK raised on a request nobody has authenticated yet is a bad
+        # signature to the sender, never a 500 (the error's type is logged, not its text).
+        log.warning("webhook_unreadable", provider=provider.name, error_type=type(error).__name__)
+        await db.run(lambda s: receipt(s, provider.name, None, "rejected"))
+        raise InvalidSignature("the webhook could not be verified") from None
 
 
 async def record_once(session: AsyncSession, provider_name: str, event: ProviderEvent) -> bool:

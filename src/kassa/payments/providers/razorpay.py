@@ -117,7 +117,8 @@ class RazorpayProvider:
         for secret in self._webhook_secrets:
             try:
                 self._client.utility.verify_webhook_signature(text, signature, secret)
-            except SignatureVerificationError:
+            except (SignatureVerificationError, TypeError, ValueError):
+                # TypeError: a signature that is not ASCII (hmac.compare_digest refuses it).
                 continue
             break
         else:
@@ -142,7 +143,7 @@ class RazorpayProvider:
                     "razorpay_signature": signature,
                 }
             )
-        except SignatureVerificationError:
+        except (SignatureVerificationError, TypeError, ValueError):
             raise InvalidSignature("the Razorpay checkout signature is not valid") from None
 
     async def confirm(

@@ -33,12 +33,11 @@ from kassa.payments.providers.base import (
 
 NAME = "stripe"
 TOLERANCE_SECONDS = 300
-# Stripe errors that mean "no answer, try again later"; any other StripeError is a "no".
-_UNAVAILABLE = (
-    stripe_sdk.APIConnectionError,
-    stripe_sdk.RateLimitError,
-    stripe_sdk.APIError,
-)
+# Stripe errors that are a real "no" to a refund: the request itself is refused (a charge
+# already refunded or disputed, an amount too large). Anything else (no connection, a rate
+# limit, Stripe's own failure, a key rotated under us, an idempotent request still in flight)
+# is tried again later.
+_REFUSALS = (stripe_sdk.InvalidRequestError, stripe_sdk.CardError)
 
 
 class StripeProvider:
@@ -92,7 +91,8 @@ class StripeProvider:
                 stripe_sdk.WebhookSignature.verify_header(
                     text, signature, secret, TOLERANCE_SECONDS
                 )
-            except stripe_sdk.SignatureVerificationError:
+            except (stripe_sdk.SignatureVerificationError, TypeError, ValueError):
+                # TypeError: a signature that is not ASCII (hmac.compare_digest refuses it).
                 continue
             break
         else:
@@ -115,10 +115,10 @@ class StripeProvider:
                 },
                 options={"idempotency_key": f"kassa-refund-{refund_id}"},
             )
-        except _UNAVAILABLE as error:
-            raise ProviderUnavailable(f"stripe: {type(error).__name__}") from None
-        except stripe_sdk.StripeError as error:
+        except _REFUSALS as error:
             raise ProviderRefused(str(error.code or type(error).__name__)) from None
+        except stripe_sdk.StripeError as error:
+            raise ProviderUnavailable(f"stripe: {type(error).__name__}") from None
         if made.status in ("failed", "canceled"):
             raise ProviderRefused(str(getattr(made, "failure_reason", None) or made.status))
         return RefundResult(made.id, "succeeded" if made.status == "succeeded" else "pending")
