@@ -264,6 +264,7 @@ def monitor(
         ("  duplicated", stats.webhooks_duplicated),
         ("  rejected", stats.webhooks_rejected),
         ("  ignored", stats.webhooks_ignored),
+        ("  kept for later (deferred)", stats.webhooks_deferred),
     ):
         table.add_row(label, str(value))
     for phase, count in sorted(stats.failures_by_phase.items()):

@@ -56,6 +56,7 @@ async def test_a_provider_that_is_down_gives_502_and_holds_nothing(
     assert len(provider.creates) == 2  # one failed start, one real one; the replay asked no one
     stats = (await client.get("/v1/admin/stats?hours=1", headers=admin.headers)).json()
     assert stats["cancelled"] == 1
+    assert stats["failures_by_code"]["provider_unavailable"] == 1
 
 
 async def test_a_provider_that_does_not_answer_in_time_gives_502(
@@ -171,6 +172,8 @@ async def test_a_refund_notice_before_its_reference_is_kept_and_applied(
     ] == "duplicate"
     [refund] = await rows(db, Refund)
     assert refund.status == "pending"
+    stats = (await client.get("/v1/admin/stats?hours=1", headers=admin.headers)).json()
+    assert (stats["webhooks_deferred"], stats["webhooks_duplicated"]) == (1, 1)
     clock.advance(timedelta(seconds=5))
     await deliver(client, admin.headers)  # sends the refund, then applies the kept notice
     clock.advance(timedelta(seconds=5))
@@ -366,3 +369,36 @@ async def test_two_sweepers_ask_the_provider_about_an_interrupted_start_once(
     )
     assert sorted(finished) == [0, 0, 1]
     assert provider.creates == [checkout["payment_id"]]
+
+
+def test_reconcile_waits_longer_the_older_a_payment_is() -> None:
+    from datetime import UTC, datetime
+
+    from kassa.payments.service import next_look
+
+    made = datetime(2026, 11, 1, tzinfo=UTC)
+    after = 600
+    for age, wait in (
+        (timedelta(seconds=601), timedelta(seconds=601)),
+        (timedelta(seconds=30), timedelta(seconds=600)),  # never sooner than the setting
+        (timedelta(hours=2), timedelta(hours=2)),
+        (timedelta(days=2), timedelta(hours=6)),  # never later than six hours
+    ):
+        assert next_look(made, made + age, after_seconds=after) == made + age + wait
+
+
+async def test_reconcile_asks_about_a_silent_payment_less_and_less_often(
+    client, admin, settings, make_product
+) -> None:
+    await open_shop(client, admin.headers)
+    await make_product(("LUTE", 2))
+    cart, access = await cart_with(client, ("LUTE", 1))
+    assert (await start_checkout(client, cart, access)).status_code == 201  # never paid
+    reconcile = "/v1/admin/jobs/reconcile"
+    looked = []
+    for step in (601, 610, 700, 600, 60):
+        clock.advance(timedelta(seconds=step))
+        looked.append((await client.post(reconcile, headers=admin.headers)).json()["checked"])
+    # At 601 s; at 1,211 s (it had to wait its age then, 601 s); not at 1,911 s (now it waits
+    # its age, 1,211 s); at 2,511 s; not a minute later.
+    assert looked == [1, 1, 0, 1, 0]

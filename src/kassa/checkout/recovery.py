@@ -80,6 +80,11 @@ async def _finish(db: Database, settings: Settings, providers: Providers, paymen
     return 1
 
 
+async def _look_later(db: Database, payment: Any, settings: Settings) -> None:
+    after = settings.reconcile_after_seconds
+    await db.run(lambda s: payments.asked_provider(s, payment, after_seconds=after))
+
+
 @dataclass
 class ReconcileResult:
     checked: int = 0
@@ -110,12 +115,12 @@ async def reconcile(
                 "reconcile_lookup_failed", payment_id=payment.id, error_type=type(error).__name__
             )
             result.unchanged += 1
+            await _look_later(db, payment, settings)
             continue
         known_failure = said.status == "failed" and payment.status == PaymentStatus.FAILED
         if said.status not in ("succeeded", "failed") or known_failure:
             result.unchanged += 1
-            payment_id = payment.id
-            await db.run(lambda s, payment_id=payment_id: payments.asked_provider(s, payment_id))  # type: ignore[misc]
+            await _look_later(db, payment, settings)
             continue
         # One id per verdict on one attempt: the same verdict found twice is a duplicate, and a
         # webhook carrying it too changes nothing more (the payment's status machine).

@@ -2,7 +2,8 @@
 
 Started = checkouts created + attempts refused; completed / expired / cancelled = checkouts that
 ended so in the window; phase timings from the checkout rows; failures from checkout_phases;
-webhooks from webhook_events (processed, ignored) and webhook_receipts (duplicate, rejected).
+webhooks from webhook_events (processed, ignored, deferred) and webhook_receipts (duplicate,
+rejected).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class Stats:
     webhooks_duplicated: int = 0
     webhooks_rejected: int = 0
     webhooks_ignored: int = 0
+    # Kept until their subject appears (a refund notice before its reference was stored).
+    webhooks_deferred: int = 0
     phase_timings: dict[str, PhaseTiming] = field(default_factory=dict)
 
 
@@ -139,6 +142,8 @@ async def _webhooks(session: AsyncSession, stats: Stats, since: datetime) -> Non
     for outcome, count in taken:
         if outcome == "processed":
             stats.webhooks_processed += int(count)
+        elif outcome == "deferred":
+            stats.webhooks_deferred += int(count)
         else:
             stats.webhooks_ignored += int(count)
     refused = await session.execute(
@@ -154,6 +159,7 @@ async def _webhooks(session: AsyncSession, stats: Stats, since: datetime) -> Non
     stats.webhooks_received = (
         stats.webhooks_processed
         + stats.webhooks_ignored
+        + stats.webhooks_deferred
         + stats.webhooks_duplicated
         + stats.webhooks_rejected
     )

@@ -57,6 +57,9 @@ class Payment(Base):
     received_amount: Mapped[int | None] = mapped_column(BigInteger)
     received_currency: Mapped[str | None] = mapped_column(String(3))
     review_reason: Mapped[str | None] = mapped_column(String(255))
+    # When reconcile may ask the provider about this payment again (NULL: once it is untouched
+    # for KASSA_RECONCILE_AFTER_SECONDS). The wait grows with the payment's age.
+    recheck_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # When the buyer last submitted payment details (the provider is working on it).
     processing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=clock.now)

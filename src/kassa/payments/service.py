@@ -240,9 +240,9 @@ async def record_failure(session: AsyncSession, payment: Payment, failure_code: 
 async def pending_at_provider(
     session: AsyncSession, *, older_than: datetime, limit: int
 ) -> list[Payment]:
-    """Payments the provider has, with no verdict and untouched since `older_than`, made in
-    the last RECONCILE_WINDOW (reconcile; it touches what it asked about, so each payment is
-    asked at most once per interval)."""
+    """Payments the provider has, with no verdict, untouched since `older_than` and due for a
+    look (`recheck_at`), made in the last RECONCILE_WINDOW."""
+    now = clock.now()
     result = await session.execute(
         select(Payment)
         .where(
@@ -253,7 +253,8 @@ async def pending_at_provider(
             ),
             Payment.provider_reference.is_not(None),
             Payment.updated_at <= older_than,
-            Payment.created_at >= clock.now() - RECONCILE_WINDOW,
+            or_(Payment.recheck_at.is_(None), Payment.recheck_at <= now),
+            Payment.created_at >= now - RECONCILE_WINDOW,
         )
         .order_by(Payment.created_at)
         .limit(limit)
@@ -429,11 +430,27 @@ async def _alert(session: AsyncSession, kind: str, refund: Refund) -> None:
     )
 
 
-async def asked_provider(session: AsyncSession, payment_id: str) -> None:
-    """Reconcile asked about this payment and learned nothing new."""
+# The longest reconcile waits between two looks at one payment.
+RECHECK_AT_MOST_EVERY = timedelta(hours=6)
+
+
+def next_look(created_at: datetime, now: datetime, *, after_seconds: int) -> datetime:
+    """When to ask about a payment again: after as long as it has existed, at least
+    KASSA_RECONCILE_AFTER_SECONDS and at most six hours. So an abandoned payment is asked
+    about some twenty times in its three days, not every interval."""
+    wait = min(max(now - created_at, timedelta(seconds=after_seconds)), RECHECK_AT_MOST_EVERY)
+    return now + wait
+
+
+async def asked_provider(session: AsyncSession, payment: Payment, *, after_seconds: int) -> None:
+    """Reconcile asked about this payment and learned nothing new (or could not ask)."""
+    now = clock.now()
     await session.execute(
         update(Payment)
-        .where(Payment.id == payment_id)
-        .values(updated_at=clock.now())
+        .where(Payment.id == payment.id)
+        .values(
+            updated_at=now,
+            recheck_at=next_look(payment.created_at, now, after_seconds=after_seconds),
+        )
         .execution_options(synchronize_session=False)
     )

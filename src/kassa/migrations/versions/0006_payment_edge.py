@@ -36,6 +36,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("received_amount", sa.BigInteger(), nullable=True))
         batch_op.add_column(sa.Column("received_currency", sa.String(length=3), nullable=True))
         batch_op.add_column(sa.Column("review_reason", sa.String(length=255), nullable=True))
+        batch_op.add_column(sa.Column("recheck_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.create_index(
             "ix_payments_status_updated_at", ["status", "updated_at"], unique=False
         )
@@ -70,6 +71,7 @@ def downgrade() -> None:
         batch_op.drop_column("currency")
     with op.batch_alter_table("payments", schema=None) as batch_op:
         batch_op.drop_index("ix_payments_status_updated_at")
+        batch_op.drop_column("recheck_at")
         batch_op.drop_column("review_reason")
         batch_op.drop_column("received_currency")
         batch_op.drop_column("received_amount")
