@@ -23,6 +23,7 @@ LAYERS: list[set[str]] = [
         "kassa.errors",
         "kassa.fields",
         "kassa.ids",
+        "kassa.limits",
         "kassa.migrate",
         "kassa.openapi",
         "kassa.pagination",

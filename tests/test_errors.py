@@ -136,3 +136,72 @@ async def test_a_body_that_is_not_utf8_is_422(client) -> None:
     )
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "body"
+
+
+async def test_a_time_that_does_not_fit_in_utc_is_422(client, admin) -> None:
+    """9999-12-31T23:30:00-01:00 is in the year 10000 once in UTC (it was a 500)."""
+    for expires_at in ("9999-12-31T23:30:00-01:00", "1900-01-01T00:00:00Z"):
+        response = await client.post(
+            "/v1/admin/coupons",
+            json={"code": "FAR", "kind": "percent", "value": 5, "expires_at": expires_at},
+            headers=admin.headers,
+        )
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"][0]["field"] == "expires_at"
+    ok = await client.post(
+        "/v1/admin/coupons",
+        json={
+            "code": "NEAR",
+            "kind": "percent",
+            "value": 5,
+            "expires_at": "2030-01-01T01:00:00+01:00",
+        },
+        headers=admin.headers,
+    )
+    assert (ok.status_code, ok.json()["expires_at"]) == (201, "2030-01-01T00:00:00Z")
+
+
+async def test_a_signed_token_with_a_strange_exp_is_401(client, admin) -> None:
+    """Signed with the right secret, but `exp` is a string or beyond any date (it was a 500)."""
+    import time
+
+    import jwt
+
+    from tests.conftest import SECRET
+
+    for exp in ("tomorrow", 10**20, True, None):
+        claims = {
+            "sub": admin.id,
+            "role": "admin",
+            "typ": "access",
+            "jti": "x",
+            "iat": int(time.time()),
+            "exp": exp,
+            "iss": "kassa",
+        }
+        token = jwt.encode(claims, SECRET, algorithm="HS256")
+        response = await client.get("/v1/auth/me", headers={"Authorization": f"Bearer {token}"})
+        assert (response.status_code, response.json()["code"]) == (401, "unauthenticated"), exp
+
+
+async def test_the_longest_cancel_reason_cancels_on_every_backend(
+    client, admin, make_product
+) -> None:
+    """A 1,000-character reason is allowed; prefixed in the refund's note it grew past the
+    column, and PostgreSQL refused the cancel (422) while the order stayed paid."""
+    from tests.checkout.flow import cart_with, deliver, open_shop, pay, start_checkout
+
+    await open_shop(client, admin.headers)
+    await make_product(("HARP", 2))
+    cart, access = await cart_with(client, ("HARP", 1))
+    checkout = (await start_checkout(client, cart, access)).json()
+    await pay(client, checkout["payment"]["id"], access=access)
+    await deliver(client, admin.headers)
+    order_id = (await client.get(f"/v1/checkouts/{checkout['id']}", headers=access)).json()[
+        "order_id"
+    ]
+    response = await client.post(
+        f"/v1/orders/{order_id}/cancel", json={"reason": "n" * 1000}, headers=access
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "cancelled"

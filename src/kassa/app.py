@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from kassa import __version__
 from kassa.auth import service as auth_service
 from kassa.auth.api import router as auth_router
+from kassa.auth.standing import Standings
 from kassa.carts.api import router as carts_router
 from kassa.catalog.api import router as catalog_router
 from kassa.checkout import completion, events
@@ -24,6 +25,7 @@ from kassa.db import Database
 from kassa.errors import install_error_handlers
 from kassa.idempotency import IdempotencyMiddleware
 from kassa.inventory.api import router as inventory_router
+from kassa.limits import BodyLimitMiddleware
 from kassa.openapi import install_openapi
 from kassa.ops.alerts import send_alert
 from kassa.ops.api import router as ops_router
@@ -82,6 +84,7 @@ def wire(app: FastAPI, db: Database, settings: Settings, http: httpx.AsyncClient
     """Build the app's services once: storage, payment providers, what provider events do, and
     the outbox with every domain's handlers registered."""
     app.state.db = db
+    app.state.standings = Standings(db, fresh_seconds=settings.standing_fresh_seconds)
     providers = Providers.from_settings(settings, db)
     app.state.providers = providers
     ctx = events.EventContext(settings=settings, hooks=events.REFUND_HOOKS)
@@ -167,6 +170,14 @@ def create_app(
         wire(app, db, settings, http)
     install_error_handlers(app)
     app.add_middleware(IdempotencyMiddleware)
+    # Outside the idempotency middleware (added last: outermost), so no body is buffered twice
+    # and nothing over the limit is ever read in full.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        webhook_max_body_bytes=settings.webhook_max_body_bytes,
+        timeout_seconds=settings.body_timeout_seconds,
+    )
     install_openapi(app)
     for router in (
         ops_router,

@@ -55,6 +55,10 @@ def serve(
         workers=workers,
         log_level=settings.log_level.lower(),
         access_log=False,
+        # A client that stalls (a half-sent body, an idle keep-alive) never holds a stop for
+        # long, and request heads stay small.
+        timeout_graceful_shutdown=10,
+        h11_max_incomplete_event_size=32 * 1024,
     )
 
 

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     secret_key: SecretStr = SecretStr(DEFAULT_SECRET_KEY)
     access_token_ttl_seconds: int = Field(default=900, ge=60, le=86_400)
+    # How long a process trusts what it last read of a user's role and account (a disabled,
+    # deleted or re-roled user loses old rights within this, on every process).
+    standing_fresh_seconds: float = Field(default=4.0, ge=0, le=5)
 
     hold_ttl_seconds: int = Field(default=900, ge=1)
     hold_max_ttl_seconds: int = Field(default=3600, ge=1)
@@ -67,6 +70,10 @@ class Settings(BaseSettings):
     # Payments still pending this long after they were created are looked up at the provider
     # (reconcile), in case a webhook was lost.
     reconcile_after_seconds: int = Field(default=600, ge=0)
+    # Request bodies: larger is 413 before it is read in full; slower is cut off (408).
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    webhook_max_body_bytes: int = Field(default=256 * 1024, ge=1024, le=64 * 1024 * 1024)
+    body_timeout_seconds: float = Field(default=15.0, gt=0, le=600)
     outbox_interval_seconds: float = Field(default=1.0, ge=0)
     outbox_max_attempts: int = Field(default=12, ge=1, le=100)
     admin_email: str | None = None

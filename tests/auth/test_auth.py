@@ -152,3 +152,74 @@ async def test_the_environment_never_promotes_an_existing_account(db, settings, 
     async with db.read() as session:
         user = await service.find_user_by_email(session, "taken@example.com")
     assert user is not None and user.role == "customer"
+
+
+async def test_passwords_are_checked_off_the_event_loop_even_for_unknown_emails(
+    client, make_user, monkeypatch
+) -> None:
+    """argon2 on the event loop stalled every request behind a few logins (40 wrong logins
+    took /healthz from 4 ms to 2 s). Each check must run in a worker thread, and an unknown
+    email must be checked (against a stand-in hash) like a known one."""
+    import threading
+
+    from kassa.auth import service
+
+    real = service.verify_password
+    calls: list[tuple[bool, bool]] = []
+
+    def spy(stored: str | None, password: str) -> bool:
+        calls.append((threading.current_thread() is threading.main_thread(), stored is None))
+        return real(stored, password)
+
+    monkeypatch.setattr(service, "verify_password", spy)
+    user = await make_user("customer")
+    attempts = [
+        (user.email, "wrong-password-here"),
+        ("nobody@example.com", "wrong-password-here"),
+        (user.email, "correct-horse-battery"),
+    ]
+    answers = []
+    for email, password in attempts:
+        response = await client.post("/v1/auth/login", json={"email": email, "password": password})
+        answers.append(response.status_code)
+    assert answers == [401, 401, 200]
+    # (on the event loop's thread?, checked against the stand-in hash?)
+    assert calls == [(False, False), (False, True), (False, False)]
+
+
+async def test_a_disabled_deleted_or_demoted_user_loses_old_rights_within_seconds(
+    client, make_user, db
+) -> None:
+    """The token still verifies for 15 minutes; the rights it carried must not."""
+    import time
+
+    from sqlalchemy import delete, update
+
+    from kassa.auth.models import User
+    from tests.payments.edge import app_of
+
+    standings = app_of(client).state.standings
+    standings.fresh_seconds = 0.5  # the default is 4 s; the promise is "within 5 s"
+    admin = await make_user("admin")
+    buyer = await make_user("customer")
+    other_admin = await make_user("admin")
+
+    async def status_until(path: str, account, want: int) -> int:
+        deadline = time.monotonic() + 10
+        while True:
+            status = (await client.get(path, headers=account.headers)).status_code
+            if status == want or time.monotonic() > deadline:
+                return status
+            await asyncio.sleep(0.1)
+
+    assert (await client.get("/v1/admin/coupons", headers=admin.headers)).status_code == 200
+    await db.run(lambda s: s.execute(update(User).where(User.id == admin.id).values(role="vendor")))
+    assert await status_until("/v1/admin/coupons", admin, 403) == 403  # demoted: no admin rights
+    await db.run(
+        lambda s: s.execute(update(User).where(User.id == buyer.id).values(is_active=False))
+    )
+    assert await status_until("/v1/auth/me", buyer, 401) == 401
+    response = await client.get("/v1/auth/me", headers=buyer.headers)
+    assert response.json()["code"] == "unauthenticated"
+    await db.run(lambda s: s.execute(delete(User).where(User.id == other_admin.id)))
+    assert await status_until("/v1/admin/coupons", other_admin, 401) == 401

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from kassa.auth import service
 from kassa.auth.deps import CurrentPrincipal
 from kassa.auth.schemas import LoginRequest, TokenResponse, UserOut
 from kassa.auth.tokens import issue_token
-from kassa.deps import AppSettings, ReadSession, WriteSession
+from kassa.deps import AppSettings, ReadSession, get_database
 from kassa.errors import Unauthenticated
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 
 
 @router.post("/login", response_model=TokenResponse)
-async def login(body: LoginRequest, session: WriteSession, settings: AppSettings) -> TokenResponse:
-    user = await service.authenticate(session, email=body.email, password=body.password)
+async def login(body: LoginRequest, request: Request, settings: AppSettings) -> TokenResponse:
+    user = await service.authenticate(
+        get_database(request), email=body.email, password=body.password
+    )
     token, _ = issue_token(
         secret=settings.secret_key.get_secret_value(),
         user_id=user.id,

@@ -30,9 +30,12 @@ async def optional_principal(
         )
     except InvalidToken:
         raise Unauthenticated("the access token is invalid or expired") from None
-    # The token is trusted as is: no database lookup per request. A role change or a disabled
-    # account takes effect when the access token expires (KASSA_ACCESS_TOKEN_TTL_SECONDS).
-    return Principal(user_id=claims.user_id, role=claims.role)
+    # The token says who; the database says what they may do now (seen at most a few seconds
+    # ago): a disabled or deleted account is refused, a changed role applies at once.
+    standing = await request.app.state.standings.of(claims.user_id)
+    if standing.role is None or not standing.active:
+        raise Unauthenticated("this account is disabled or no longer exists")
+    return Principal(user_id=claims.user_id, role=standing.role)
 
 
 async def current_principal(

@@ -65,8 +65,15 @@ def decode_token(token: str, *, secret: str, token_type: str) -> TokenClaims:
         )
     except jwt.PyJWTError as error:
         raise InvalidToken(str(error)) from None
-    # Expiry is checked against Kassa's clock, not the wall clock, so tests can move time.
-    expires_at = datetime.fromtimestamp(int(payload["exp"]), tz=clock.now().tzinfo)
+    # Expiry is checked against Kassa's clock, not the wall clock, so tests can move time. A
+    # correctly signed token can still carry any `exp` (a string, 10**20): not a time, refused.
+    exp = payload["exp"]
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
+        raise InvalidToken("the token's exp is not a time")
+    try:
+        expires_at = datetime.fromtimestamp(int(exp), tz=clock.now().tzinfo)
+    except (OverflowError, OSError, ValueError):
+        raise InvalidToken("the token's exp is not a time") from None
     if expires_at <= clock.now():
         raise InvalidToken("token expired")
     if payload.get("typ") != token_type:

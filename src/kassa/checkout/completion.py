@@ -88,8 +88,18 @@ async def payment_succeeded(
     verdict = await payments.record_success(session, payment, amount=amount, currency=currency)
     if verdict is payments.Success.REVIEW:
         return await _hold_for_review(session, payment, checkout, started)
-    if payment.status == "requires_review":
-        return Completion("already_done", reason=payment.review_reason)
+    if verdict is payments.Success.ALREADY:
+        # The first success did everything a success does, in its own transaction (an order,
+        # or a refund). Another one (a second event id, reconcile, a client confirmation) must
+        # not do it again, even where a refund was refused and given back since.
+        existing = (
+            await orders.order_for_checkout(session, checkout.id)
+            if checkout.state == CheckoutState.COMPLETED
+            else None
+        )
+        return Completion(
+            "already_done", existing.id if existing else None, reason=checkout.outcome_reason
+        )
     now = clock.now()
     already_refunded = payment.refunded_amount > 0
     hold_active = (

@@ -33,6 +33,7 @@ from kassa.payments import service as payments
 from kassa.payments.models import Refund
 
 FIRST_NUMBER = 1001
+NOTE_WIDTH = 1000  # order_events.note
 # Core tables for the bulk inserts of lines and events (one statement each).
 order_lines = cast(Table, OrderLine.__table__)
 order_events = cast(Table, OrderEvent.__table__)
@@ -171,7 +172,8 @@ def _event(
             from_status=from_status,
             to_status=to_status,
             actor=actor,
-            note=note,
+            # A note may grow past the column (a 1,000-character cancel reason, prefixed).
+            note=None if note is None else note[:NOTE_WIDTH],
             data=data,
             created_at=clock.now(),
         )
