@@ -162,16 +162,16 @@ async def test_passwords_are_checked_off_the_event_loop_even_for_unknown_emails(
     email must be checked (against a stand-in hash) like a known one."""
     import threading
 
-    from kassa.auth import service
+    from kassa.auth import passwords
 
-    real = service.verify_password
+    real = passwords.verify_password
     calls: list[tuple[bool, bool]] = []
 
     def spy(stored: str | None, password: str) -> bool:
         calls.append((threading.current_thread() is threading.main_thread(), stored is None))
         return real(stored, password)
 
-    monkeypatch.setattr(service, "verify_password", spy)
+    monkeypatch.setattr(passwords, "verify_password", spy)
     user = await make_user("customer")
     attempts = [
         (user.email, "wrong-password-here"),

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kassa.auth import passwords
 from kassa.auth.models import ROLES, User
-from kassa.auth.passwords import hash_password, needs_rehash, verify_password
+from kassa.auth.passwords import needs_rehash
 from kassa.db import Database
 from kassa.errors import Conflict, InvalidInput, KassaError, Unauthenticated
 from kassa.ids import new_id
@@ -44,7 +43,7 @@ async def create_user(session: AsyncSession, *, email: str, password: str, role:
         id=new_id("usr"),
         email=normalize_email(email),
         # argon2 costs tens of milliseconds of CPU: never on the event loop.
-        password_hash=await asyncio.to_thread(hash_password, password),
+        password_hash=await passwords.hash_password_off_loop(password),
         role=role,
         is_active=True,
     )
@@ -74,13 +73,13 @@ async def authenticate(db: Database, *, email: str, password: str) -> User:
     async with db.read() as session:
         user = await find_user_by_email(session, email)
     stored = user.password_hash if user else None
-    if not await asyncio.to_thread(verify_password, stored, password):
+    if not await passwords.verify_password_off_loop(stored, password):
         raise InvalidCredentials("invalid email or password")
     assert user is not None
     if not user.is_active:
         raise InvalidCredentials("invalid email or password")
     if needs_rehash(user.password_hash):
-        fresh = await asyncio.to_thread(hash_password, password)
+        fresh = await passwords.hash_password_off_loop(password)
         user_id = user.id
 
         async def store(session: AsyncSession) -> None:
