@@ -92,14 +92,7 @@ async def payment_succeeded(
         # The first success did everything a success does, in its own transaction (an order,
         # or a refund). Another one (a second event id, reconcile, a client confirmation) must
         # not do it again, even where a refund was refused and given back since.
-        existing = (
-            await orders.order_for_checkout(session, checkout.id)
-            if checkout.state == CheckoutState.COMPLETED
-            else None
-        )
-        return Completion(
-            "already_done", existing.id if existing else None, reason=checkout.outcome_reason
-        )
+        return await _already_done(session, checkout)
     now = clock.now()
     already_refunded = payment.refunded_amount > 0
     hold_active = (
@@ -111,14 +104,7 @@ async def payment_succeeded(
         checkout.state, hold_active=hold_active, already_refunded=already_refunded
     )
     if means is Success.ALREADY_DONE:
-        existing = (
-            await orders.order_for_checkout(session, checkout.id)
-            if checkout.state == CheckoutState.COMPLETED
-            else None
-        )
-        return Completion(
-            "already_done", existing.id if existing else None, reason=checkout.outcome_reason
-        )
+        return await _already_done(session, checkout)
     if means is Success.REFUND_CANCELLED:
         return await _refund_all(session, checkout, payment, "checkout_cancelled", started)
     if means is Success.LATE:
@@ -164,6 +150,17 @@ async def payment_succeeded(
     )
     await carts.unlock(session, checkout.cart_id, checkout.id, close=True)
     return Completion("order", order.id)
+
+
+async def _already_done(session: AsyncSession, checkout: Checkout) -> Completion:
+    existing = (
+        await orders.order_for_checkout(session, checkout.id)
+        if checkout.state == CheckoutState.COMPLETED
+        else None
+    )
+    return Completion(
+        "already_done", existing.id if existing else None, reason=checkout.outcome_reason
+    )
 
 
 async def _hold_for_review(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kassa.checkout import completion
+from kassa.checkout.models import Checkout
 from kassa.config import Settings
 from kassa.db import Database
 from kassa.orders import service as orders
@@ -22,7 +23,7 @@ from kassa.outbox.service import Claimed, DeliveryFailed, Handler, RetryPolicy
 from kassa.payments import refunds, webhooks
 from kassa.payments import service as payments
 from kassa.payments.captures import CAPTURE_KIND
-from kassa.payments.models import Refund
+from kassa.payments.models import Payment, Refund
 from kassa.payments.providers.base import CreatedPayment, EventType, ProviderEvent
 from kassa.payments.providers.registry import Providers
 from kassa.payments.states import PaymentStatus
@@ -86,24 +87,7 @@ async def apply(
     """Act on a recorded event. Raises NotYet when its subject is not there, always before
     anything is written (so the caller's transaction can go on to keep the event)."""
     if event.type in (EventType.REFUND_SUCCEEDED, EventType.REFUND_FAILED):
-        refund = await payments.find_refund(
-            session, reference=event.refund_reference, refund_id=event.refund_id
-        )
-        if refund is None:
-            if event.foreign:
-                return "ignored"  # a refund Kassa never made
-            raise NotYet(f"refund {event.refund_reference or event.refund_id}")
-        if refund.provider_reference is None and event.refund_reference:
-            await payments.refund_sent(session, refund.id, event.refund_reference)
-        succeeded = event.type is EventType.REFUND_SUCCEEDED
-        await refunds.settle(
-            session,
-            refund,
-            succeeded=succeeded,
-            code=event.failure_code or "refund_failed",
-            hooks=ctx.hooks,
-        )
-        return "processed"
+        return await _refund_event(session, ctx, event)
     if event.type not in (
         EventType.PAYMENT_SUCCEEDED,
         EventType.PAYMENT_FAILED,
@@ -126,43 +110,10 @@ async def apply(
         # the event tells it.
         await payments.store_created(session, payment, CreatedPayment(event.provider_reference))
     if event.type is EventType.PAYMENT_AUTHORIZED:
-        # Reserved on the card, not taken: capture it (outside this transaction), unless it is
-        # for another amount or currency (then it is left to lapse) or the payment is settled.
-        if (
-            event.attempt_reference
-            and payments.success_matches(payment, event.amount, event.currency)
-            and payment.status
-            in (PaymentStatus.PENDING, PaymentStatus.PROCESSING, PaymentStatus.FAILED)
-        ):
-            await outbox.enqueue(
-                session,
-                CAPTURE_KIND,
-                {
-                    "provider": provider_name,
-                    "attempt_reference": event.attempt_reference,
-                    "amount": payment.amount,
-                    "currency": payment.currency,
-                },
-            )
-        return "processed"
-    if event.type is EventType.DISPUTE_OPENED:
-        order = await orders.order_for_checkout(session, checkout.id)
-        if order is not None:
-            await orders.record_event(
-                session, order, "dispute_opened", provider_name, reason=event.failure_code
-            )
-        await outbox.enqueue(
-            session,
-            completion.ALERT_KIND,
-            {
-                "type": "payment.disputed",
-                "payment_id": payment.id,
-                "order_id": order.id if order else None,
-                "reason": event.failure_code,
-            },
-        )
-        return "processed"
-    if event.type is EventType.PAYMENT_SUCCEEDED:
+        await _capture(session, provider_name, payment, event)
+    elif event.type is EventType.DISPUTE_OPENED:
+        await _dispute(session, provider_name, payment, checkout, event)
+    elif event.type is EventType.PAYMENT_SUCCEEDED:
         await completion.payment_succeeded(
             session,
             ctx.settings,
@@ -177,6 +128,73 @@ async def apply(
             session, ctx.settings, payment, checkout, failure_code=event.failure_code
         )
     return "processed"
+
+
+async def _refund_event(session: AsyncSession, ctx: EventContext, event: ProviderEvent) -> str:
+    refund = await payments.find_refund(
+        session, reference=event.refund_reference, refund_id=event.refund_id
+    )
+    if refund is None:
+        if event.foreign:
+            return "ignored"  # a refund Kassa never made
+        raise NotYet(f"refund {event.refund_reference or event.refund_id}")
+    if refund.provider_reference is None and event.refund_reference:
+        await payments.refund_sent(session, refund.id, event.refund_reference)
+    await refunds.settle(
+        session,
+        refund,
+        succeeded=event.type is EventType.REFUND_SUCCEEDED,
+        code=event.failure_code or "refund_failed",
+        hooks=ctx.hooks,
+    )
+    return "processed"
+
+
+async def _capture(
+    session: AsyncSession, provider_name: str, payment: Payment, event: ProviderEvent
+) -> None:
+    """Reserved on the card, not taken: capture it (outside this transaction), unless it is for
+    another amount or currency (then it is left to lapse) or the payment is settled."""
+    if (
+        event.attempt_reference
+        and payments.success_matches(payment, event.amount, event.currency)
+        and payment.status
+        in (PaymentStatus.PENDING, PaymentStatus.PROCESSING, PaymentStatus.FAILED)
+    ):
+        await outbox.enqueue(
+            session,
+            CAPTURE_KIND,
+            {
+                "provider": provider_name,
+                "attempt_reference": event.attempt_reference,
+                "amount": payment.amount,
+                "currency": payment.currency,
+            },
+        )
+
+
+async def _dispute(
+    session: AsyncSession,
+    provider_name: str,
+    payment: Payment,
+    checkout: Checkout,
+    event: ProviderEvent,
+) -> None:
+    order = await orders.order_for_checkout(session, checkout.id)
+    if order is not None:
+        await orders.record_event(
+            session, order, "dispute_opened", provider_name, reason=event.failure_code
+        )
+    await outbox.enqueue(
+        session,
+        completion.ALERT_KIND,
+        {
+            "type": "payment.disputed",
+            "payment_id": payment.id,
+            "order_id": order.id if order else None,
+            "reason": event.failure_code,
+        },
+    )
 
 
 def deferred_applier(db: Database, ctx: EventContext) -> Handler:

@@ -19,7 +19,6 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from kassa import clock
 from kassa.checkout import events
@@ -103,54 +102,51 @@ async def reconcile(
     result = ReconcileResult()
     for payment in pending:
         result.checked += 1
-        assert payment.provider_reference is not None
-        try:
-            provider = providers.get(payment.provider)
-            said = await asyncio.wait_for(
-                provider.fetch_payment(payment.provider_reference),
-                timeout=settings.provider_timeout_seconds,
-            )
-        except Exception as error:
-            log.warning(
-                "reconcile_lookup_failed", payment_id=payment.id, error_type=type(error).__name__
-            )
-            result.unchanged += 1
-            await _look_later(db, payment, settings)
-            continue
-        known_failure = said.status == "failed" and payment.status == PaymentStatus.FAILED
-        if said.status not in ("succeeded", "failed") or known_failure:
-            result.unchanged += 1
-            await _look_later(db, payment, settings)
-            continue
-        # One id per verdict on one attempt: the same verdict found twice is a duplicate, and a
-        # webhook carrying it too changes nothing more (the payment's status machine).
-        attempt = int(payment.processing_since.timestamp()) if payment.processing_since else 0
-        event = ProviderEvent(
-            event_id=f"reconcile_{payment.id}_{said.status}_{attempt}",
-            type=EventType.PAYMENT_SUCCEEDED
-            if said.status == "succeeded"
-            else EventType.PAYMENT_FAILED,
-            provider_reference=payment.provider_reference,
-            payment_id=payment.id,
-            amount=said.amount,
-            currency=said.currency,
-            failure_code=said.failure_code,
-        )
-        name = payment.provider
-
-        async def apply(
-            session: AsyncSession, event: ProviderEvent = event, name: str = name
-        ) -> str:
-            return await events.apply_once(session, ctx, name, event)
-
-        outcome = await db.run(apply)
-        if outcome == "processed":
-            if said.status == "succeeded":
-                result.succeeded += 1
-            else:
-                result.failed += 1
-        else:
-            result.unchanged += 1
+        verdict = await _reconcile_one(db, ctx, providers, settings, payment)
+        setattr(result, verdict, getattr(result, verdict) + 1)
     if result.checked:
         log.info("reconcile", **result.__dict__)
     return result
+
+
+async def _reconcile_one(
+    db: Database,
+    ctx: events.EventContext,
+    providers: Providers,
+    settings: Settings,
+    payment: Any,
+) -> str:
+    """Ask about one payment and apply a new verdict; returns succeeded, failed or unchanged."""
+    assert payment.provider_reference is not None
+    try:
+        provider = providers.get(payment.provider)
+        said = await asyncio.wait_for(
+            provider.fetch_payment(payment.provider_reference),
+            timeout=settings.provider_timeout_seconds,
+        )
+    except Exception as error:
+        log.warning(
+            "reconcile_lookup_failed", payment_id=payment.id, error_type=type(error).__name__
+        )
+        await _look_later(db, payment, settings)
+        return "unchanged"
+    known_failure = said.status == "failed" and payment.status == PaymentStatus.FAILED
+    if said.status not in ("succeeded", "failed") or known_failure:
+        await _look_later(db, payment, settings)
+        return "unchanged"
+    # One id per verdict on one attempt: the same verdict found twice is a duplicate, and a
+    # webhook carrying it too changes nothing more (the payment's status machine).
+    attempt = int(payment.processing_since.timestamp()) if payment.processing_since else 0
+    event = ProviderEvent(
+        event_id=f"reconcile_{payment.id}_{said.status}_{attempt}",
+        type=EventType.PAYMENT_SUCCEEDED
+        if said.status == "succeeded"
+        else EventType.PAYMENT_FAILED,
+        provider_reference=payment.provider_reference,
+        payment_id=payment.id,
+        amount=said.amount,
+        currency=said.currency,
+        failure_code=said.failure_code,
+    )
+    outcome = await db.run(lambda s: events.apply_once(s, ctx, payment.provider, event))
+    return str(said.status) if outcome == "processed" else "unchanged"

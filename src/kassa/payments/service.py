@@ -300,14 +300,13 @@ async def create_refund(
 async def give_back_unmatched(session: AsyncSession, payment: Payment) -> Refund | None:
     """Refund what a payment under review took (another amount or currency than asked). Not
     counted against the payment: that money never counted as paid."""
-    if payment.status != PaymentStatus.REQUIRES_REVIEW or not payment.received_amount:
-        return None
-    if payment.received_amount <= 0:
+    taken = payment.received_amount or 0
+    if payment.status != PaymentStatus.REQUIRES_REVIEW or taken <= 0:
         return None
     return await _new_refund(
         session,
         payment,
-        amount=payment.received_amount,
+        amount=taken,
         currency=payment.received_currency,
         reason="payment_requires_review: amount or currency differs",
         order_id=None,
